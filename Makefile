@@ -1,0 +1,22 @@
+# Two entry points that do all the set-up on a fresh machine:
+#   make demo   the main job: train a small Transformer on the copy task and decode examples
+#   make test   the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: test demo clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+demo: $(BIN)/.installed
+	$(BIN)/transformer train copy --config configs/copy.toml --out runs/copy-demo --overwrite
+
+clean:
+	rm -rf $(VENV) runs

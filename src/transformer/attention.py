@@ -1,0 +1,111 @@
+"""Scaled dot-product attention and multi-head attention (Sections 3.2.1 and 3.2.2).
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V
+
+`scaled_dot_product_attention` is that formula as a pure function, written out so it can
+be read; `MultiHeadAttention` projects d_model into h heads of d_k = d_model / h, runs
+attention on every head at once and projects the concatenation back:
+
+    MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,  head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+
+Shapes: x (B, T, D) and memory (B, S, D) -> (B, T, D); per head q (B, H, T, d_k),
+k and v (B, H, S, d_k); scores and weights (B, H, T, S). Masks are bool, True = may
+attend, broadcastable to (B, H, T, S) (see masks.py).
+
+Two paths compute the same thing: "manual" calls the function below; "fused" calls
+`torch.nn.functional.scaled_dot_product_attention`, which never materialises the
+weights and is much faster. A query row whose keys are all masked gives zeros, never
+NaN, on both paths (tests/test_attention.py checks that they agree).
+
+For incremental decoding the module takes a `cache` dict: in self-attention it keeps
+the keys and values of the positions seen so far and appends the new ones; in
+cross-attention it computes the memory's keys and values once and reuses them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """q (..., T, d_k), k (..., S, d_k), v (..., S, d_v), mask bool broadcastable to (..., T, S).
+
+    Returns (output (..., T, d_v), weights (..., T, S)).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
+    if mask is not None:
+        # The most negative finite number rather than -inf: a row with nothing to attend
+        # to then stays finite (softmax of all -inf is NaN, and NaN spreads through the
+        # backward pass to the whole batch). The row is zeroed just below.
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        # Exact zeros for masked keys; a fully masked row becomes all zeros, not uniform.
+        weights = weights.masked_fill(~mask, 0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0,
+                 fused: bool = True) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.d_model = d_model
+        # W^Q, W^K, W^V of all heads stacked into one (3 D, D) matrix: self-attention gets
+        # q, k and v from a single matmul. (The same layout as nn.MultiheadAttention.)
+        self.w_qkv = nn.Linear(d_model, 3 * d_model)
+        self.w_o = nn.Linear(d_model, d_model)
+        self.attention_dropout = attention_dropout
+        self.fused = fused
+        self.record_weights = False  # set by plots: keep the last weights in self.weights
+        self.weights: torch.Tensor | None = None
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) -> (B, H, S, d_k)."""
+        B, S, _ = x.shape
+        return x.view(B, S, self.n_heads, self.d_model // self.n_heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+        """x (B, T, D) queries; memory (B, S, D) for cross-attention, None for self-attention.
+
+        cache: None in training. In incremental decoding a dict owned by the caller, which
+        this call reads and fills with "k" and "v" (B, H, S_so_far, d_k).
+        """
+        D = self.d_model
+        if memory is None:  # self-attention: queries, keys and values all come from x
+            q, k, v = (self.split_heads(t) for t in self.w_qkv(x).split(D, dim=-1))
+            if cache is not None:  # append this step's keys/values to the earlier ones
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        else:  # cross-attention: queries from the decoder, keys/values from the encoder
+            w, b = self.w_qkv.weight, self.w_qkv.bias
+            q = self.split_heads(F.linear(x, w[:D], b[:D]))
+            if cache is not None and "k" in cache:  # the memory does not change while decoding
+                k, v = cache["k"], cache["v"]
+            else:
+                k, v = (self.split_heads(t) for t in F.linear(memory, w[D:], b[D:]).split(D, dim=-1))
+                if cache is not None:
+                    cache["k"], cache["v"] = k, v
+
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if self.fused and not self.record_weights:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        else:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+            if self.record_weights:
+                self.weights = weights.detach()
+        B, H, T, d_k = out.shape
+        out = out.transpose(1, 2).reshape(B, T, H * d_k)  # concatenate the heads: (B, T, D)
+        return self.w_o(out)

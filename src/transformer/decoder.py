@@ -1,0 +1,89 @@
+"""The decoder: a stack of N identical layers (Section 3.1).
+
+Each layer has three sub-layers, each with a residual connection and layer norm
+(post-LN or pre-LN, as in encoder.py):
+  1. masked multi-head self-attention: position t sees target positions <= t only,
+  2. multi-head attention over the encoder output ("encoder-decoder attention"),
+  3. the position-wise feed-forward network.
+
+    x (B, T, D) embedded target, memory (B, S, D),
+    self_mask (B, 1, T, T) or (T, T), memory_mask (B, 1, 1, S)  ->  (B, T, D)
+
+Incremental decoding passes `cache`, one dict per layer (see `new_cache`), and only the
+newest target position(s): self-attention appends their keys/values to the cached ones,
+cross-attention computes the memory's keys/values on the first step and reuses them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .config import TransformerConfig
+from .feedforward import PositionwiseFeedForward
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.norm_first = cfg.norm_first
+        fused = cfg.attention == "fused"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, fused)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, fused)
+        self.feed_forward = PositionwiseFeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
+        self.norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.norm3 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None,
+                memory_mask: torch.Tensor | None, cache: dict | None = None) -> torch.Tensor:
+        self_cache = cache["self"] if cache is not None else None
+        cross_cache = cache["cross"] if cache is not None else None
+        if self.norm_first:
+            x = x + self.dropout(self.self_attn(self.norm1(x), mask=self_mask, cache=self_cache))
+            x = x + self.dropout(self.cross_attn(self.norm2(x), memory, memory_mask, cross_cache))
+            x = x + self.dropout(self.feed_forward(self.norm3(x)))
+        else:
+            x = self.norm1(x + self.dropout(self.self_attn(x, mask=self_mask, cache=self_cache)))
+            x = self.norm2(x + self.dropout(self.cross_attn(x, memory, memory_mask, cross_cache)))
+            x = self.norm3(x + self.dropout(self.feed_forward(x)))
+        return x
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None,
+                memory_mask: torch.Tensor | None, cache: list[dict] | None = None) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None)
+        return self.final_norm(x) if self.final_norm is not None else x
+
+    def new_cache(self) -> list[dict]:
+        """An empty cache for incremental decoding: per layer, self- and cross-attention state."""
+        return [{"self": {}, "cross": {}} for _ in self.layers]
+
+
+def cache_length(cache: list[dict]) -> int:
+    """How many target positions the cache already holds."""
+    self_state = cache[0]["self"]
+    return self_state["k"].size(2) if "k" in self_state else 0
+
+
+def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
+    """Keep the rows `index` of every self-attention cache, in place (beam search).
+
+    Only self-attention state moves with the beams. The cross-attention keys/values are
+    a function of the source sentence alone, and beam search keeps each sentence's beams
+    on the rows of that sentence, so they never need reordering.
+    """
+    for layer in cache:
+        state = layer["self"]
+        if "k" in state:
+            state["k"] = state["k"].index_select(0, index)
+            state["v"] = state["v"].index_select(0, index)

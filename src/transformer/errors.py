@@ -1,0 +1,8 @@
+"""The one exception type for mistakes a user can fix: a missing or malformed file, a bad
+option, an unknown key. Its message says what and where (file, line, key). The command
+line prints it on one line and exits with code 2; anything else is a bug and may raise.
+"""
+
+
+class UserError(Exception):
+    """A bad input or option; `str(error)` is the one-line message shown to the user."""

@@ -1,0 +1,130 @@
+"""One joint byte-pair-encoding vocabulary for source and target (Section 5.1).
+
+"Sentences were encoded using byte-pair encoding, which has a shared source-target
+vocabulary of about 37000 tokens." One vocabulary for both languages is what lets the
+model tie its embeddings (Section 3.4). The BPE itself comes from the `tokenizers`
+library; this file fixes the choices that matter for a translation model:
+
+    special tokens     <pad>=0  <bos>=1  <eos>=2  <unk>=3   (the same in every run)
+    normalisation      NFC only: no lowercasing, no accent stripping
+    pre-tokenisation   Metaspace: each space becomes "▁" glued to the next word, so that
+                       decoding restores the spaces exactly (no detokeniser needed)
+    unknown characters a character never seen in training becomes <unk>
+
+    encode("A dog runs.")  -> list[int]   no <bos>/<eos>; batching adds them
+    decode(ids)            -> str         skips the special tokens
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import tokenizers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+from ..errors import UserError
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # their position in this tuple is their id
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _empty_bpe() -> tokenizers.Tokenizer:
+    """An untrained BPE tokenizer with this project's normaliser, pre-tokeniser and decoder."""
+    inner = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+    inner.normalizer = normalizers.NFC()
+    inner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    inner.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    return inner
+
+
+class Tokenizer:
+    """Text <-> token ids with one BPE vocabulary; wraps a `tokenizers.Tokenizer`."""
+
+    def __init__(self, inner: tokenizers.Tokenizer) -> None:
+        self.inner = inner
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
+        """Learn BPE merges from `texts` (give both languages for a joint vocabulary).
+
+        The vocabulary may end up smaller than `vocab_size` when the text runs out of
+        pairs that occur at least `min_frequency` times.
+        """
+        if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
+            raise UserError(f"vocab_size: must be an integer above {len(SPECIAL_TOKENS)}, "
+                            f"got {vocab_size!r}")
+        inner = _empty_bpe()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                      special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        inner.train_from_iterator(texts, trainer=trainer)
+        if inner.get_vocab_size() == len(SPECIAL_TOKENS):
+            raise UserError("tokenizer: no text to train on (every training sentence is empty)")
+        return cls(inner)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tokenizer:
+        """Read a tokenizer saved by `save` (one JSON file)."""
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        try:
+            inner = tokenizers.Tokenizer.from_file(str(path))
+        except Exception as e:  # the Rust side raises a bare Exception for any bad JSON
+            raise UserError(f"{path}: not a valid tokenizer file ({_one_line(e)[:200]})") from None
+        for expected_id, token in enumerate(SPECIAL_TOKENS):
+            if inner.token_to_id(token) != expected_id:
+                raise UserError(f"{path}: special token {token} must have id {expected_id}, "
+                                f"found {inner.token_to_id(token)}")
+        return cls(inner)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole tokenizer (vocabulary, merges, settings) as one JSON file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.inner.save(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        """One sentence -> ids, without <bos>/<eos>."""
+        return self.inner.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Many sentences at once (the library spreads them over threads)."""
+        return [enc.ids for enc in self.inner.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """ids -> text; special tokens (<pad>, <bos>, <eos>, <unk>) are left out, not stopped at."""
+        return self.inner.decode(list(ids), skip_special_tokens=True)
+
+    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
+        return self.inner.decode_batch([list(ids) for ids in batch], skip_special_tokens=True)
+
+    def tokens(self, text: str) -> list[str]:
+        """The subword strings of a sentence, e.g. ["▁A", "▁dog", "▁run", "s", "."] (for plots)."""
+        return self.inner.encode(text, add_special_tokens=False).tokens
+
+    @property
+    def vocab_size(self) -> int:
+        return self.inner.get_vocab_size()
+
+    @property
+    def pad_id(self) -> int:
+        return PAD_ID
+
+    @property
+    def bos_id(self) -> int:
+        return BOS_ID
+
+    @property
+    def eos_id(self) -> int:
+        return EOS_ID
+
+    @property
+    def unk_id(self) -> int:
+        return UNK_ID

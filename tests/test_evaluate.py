@@ -1,0 +1,52 @@
+"""Spec for evaluate.py: detokenized sacreBLEU with its signature."""
+
+import math
+
+import pytest
+import sacrebleu
+
+from transformer.errors import UserError
+from transformer.evaluate import corpus_bleu
+
+
+def test_identical_text_scores_100():
+    sentences = ["A man rides a bike.", "Two dogs play in the snow!"]
+    score, _ = corpus_bleu(sentences, list(sentences))
+    assert score == pytest.approx(100.0)
+
+
+def test_hand_computed_case():
+    # Every n-gram of the hypothesis matches (precisions 4/4, 3/3, 2/2, 1/1), but it is
+    # one word short: brevity penalty exp(1 - 5/4).
+    score, _ = corpus_bleu(["a b c d"], ["a b c d e"])
+    assert score == pytest.approx(100 * math.exp(-0.25))
+
+
+def test_matches_sacrebleu_corpus_bleu():
+    hypotheses = ["The cat sat on the mat.", "A dog runs in the park", "hello , world"]
+    references = ["The cat is sitting on the mat.", "A dog is running in the park.", "Hello, world"]
+    score, _ = corpus_bleu(hypotheses, references)
+    expected = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    assert score == pytest.approx(expected)
+    assert 0.0 < score < 100.0
+
+
+def test_cased_by_default():
+    lower, _ = corpus_bleu(["the cat sat on the mat"], ["The Cat sat on the Mat"])
+    assert lower < 100.0
+
+
+def test_signature_names_the_settings():
+    _, signature = corpus_bleu(["a b c d"], ["a b c d"])
+    for part in ("nrefs:1", "tok:13a", "case:mixed", "smooth:exp"):
+        assert part in signature.split("|")
+
+
+def test_count_mismatch_is_a_user_error():
+    with pytest.raises(UserError, match="2 hypotheses and 1 references"):
+        corpus_bleu(["a", "b"], ["a"])
+
+
+def test_empty_input_is_a_user_error():
+    with pytest.raises(UserError):
+        corpus_bleu([], [])

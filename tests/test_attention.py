@@ -1,0 +1,225 @@
+"""Scaled dot-product and multi-head attention (Sections 3.2.1 and 3.2.2).
+
+Pins down:
+- Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, with masked keys (True = may attend)
+  getting exactly zero weight, whatever values they hold (PITFALLS 3);
+- a query row with nothing to attend to gives zeros, never NaN, and finite gradients, on
+  both paths (PITFALLS 2);
+- the readable "manual" path and the "fused" path (F.scaled_dot_product_attention) agree
+  to 1e-5, with and without masks;
+- MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W_i^Q, ...),
+  i.e. the same function as nn.MultiheadAttention with the same (3D, D) in-projection;
+- shapes: per-head q, k, v (B, H, S, D/H), weights (B, H, T, S), output (B, T, D);
+- the KV cache reproduces full causal self-attention one position at a time.
+"""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformer import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+
+B, H, T, S, D = 3, 4, 5, 7, 32
+
+
+def qkv(batch=B, t=T, s=S, d_k=D // H, dtype=torch.float32):
+    return (torch.randn(batch, H, t, d_k, dtype=dtype), torch.randn(batch, H, s, d_k, dtype=dtype),
+            torch.randn(batch, H, s, d_k, dtype=dtype))
+
+
+def masks_with_an_empty_row():
+    """A few masks broadcastable to (B, H, T, S); the last one leaves query 2 of batch row 1
+    (in every head) with no key at all."""
+    padding = torch.ones(B, 1, 1, S, dtype=torch.bool)
+    padding[0, ..., 4:] = False
+    padding[2, ..., 1:3] = False
+    random = torch.rand(B, H, T, S) > 0.5
+    random[..., 0] = True  # every row keeps at least one key ...
+    empty_row = random.clone()
+    empty_row[1, :, 2, :] = False  # ... except this one
+    return {"padding": padding, "random": random, "empty_row": empty_row}
+
+
+def test_formula_on_a_small_example():
+    q = torch.tensor([[1.0, 0.0, 0.0, 0.0]])  # one query, d_k = 4
+    k = torch.tensor([[2.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # two keys
+    v = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
+    out, weights = scaled_dot_product_attention(q, k, v)
+    # scores = q.k / sqrt(4) = [1, 0]
+    w0 = math.exp(1) / (math.exp(1) + 1)
+    assert weights[0].tolist() == pytest.approx([w0, 1 - w0], abs=1e-6)
+    expected = [w0 * 1 + (1 - w0) * 3, w0 * 10 + (1 - w0) * 30]
+    assert out[0].tolist() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, B])
+def test_function_shapes_and_weight_rows(batch):
+    q, k, v = qkv(batch)
+    out, weights = scaled_dot_product_attention(q, k, v)
+    assert out.shape == (batch, H, T, D // H)
+    assert weights.shape == (batch, H, T, S)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(batch, H, T))
+
+
+def test_masked_keys_get_zero_weight_and_no_influence():
+    q, k, v = qkv()
+    mask = masks_with_an_empty_row()["padding"]
+    out, weights = scaled_dot_product_attention(q, k, v, mask)
+    assert torch.all(weights.masked_select(~mask.expand_as(weights)) == 0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, H, T))
+    # Extreme values under the mask change nothing, on either path.
+    k2, v2 = k.clone(), v.clone()
+    hidden = ~mask[:, 0, 0]  # (B, S)
+    rows, cols = hidden.nonzero(as_tuple=True)
+    k2[rows, :, cols] = 1e4
+    v2[rows, :, cols] = -1e4
+    assert not torch.equal(k, k2)
+    out2, _ = scaled_dot_product_attention(q, k2, v2, mask)
+    torch.testing.assert_close(out2, out, rtol=0, atol=1e-6)
+    fused2 = F.scaled_dot_product_attention(q, k2, v2, attn_mask=mask)
+    torch.testing.assert_close(fused2, out, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [None, "causal", "padding", "random", "empty_row"])
+def test_manual_and_fused_functions_agree(name):
+    q, k, v = qkv(s=T if name == "causal" else S)
+    mask = causal_mask(T) if name == "causal" else masks_with_an_empty_row().get(name)
+    manual, _ = scaled_dot_product_attention(q, k, v, mask)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    diff = (manual - fused).abs().max().item()
+    print(f"manual vs fused ({name}): max abs diff {diff:.2e}")
+    assert diff <= 1e-5
+
+
+def make_pair(d_model=D, n_heads=H):
+    """A manual and a fused MultiHeadAttention with the same weights."""
+    manual = MultiHeadAttention(d_model, n_heads, fused=False)
+    fused = MultiHeadAttention(d_model, n_heads, fused=True)
+    fused.load_state_dict(manual.state_dict())
+    return manual, fused
+
+
+@pytest.mark.parametrize("name", [None, "padding", "random", "empty_row"])
+def test_manual_and_fused_modules_agree(name):
+    manual, fused = make_pair()
+    x, memory = torch.randn(B, T, D), torch.randn(B, S, D)
+    mask = masks_with_an_empty_row().get(name)
+    cross = (manual(x, memory, mask), fused(x, memory, mask))
+    self_mask = None if mask is None else mask[..., :T]
+    self_ = (manual(x, mask=self_mask), fused(x, mask=self_mask))
+    for a, b in (cross, self_):
+        assert a.shape == (B, T, D)
+        assert (a - b).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_row_with_nothing_to_attend_to_gives_zeros_and_finite_gradients(fused):
+    q, k, v = (t.requires_grad_() for t in qkv())
+    mask = masks_with_an_empty_row()["empty_row"]
+    if fused:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        out, weights = scaled_dot_product_attention(q, k, v, mask)
+        assert torch.all(weights[1, :, 2] == 0)
+    assert torch.all(out[1, :, 2] == 0)
+    assert torch.isfinite(out).all()
+    (out ** 2).sum().backward()
+    for t in (q, k, v):
+        assert torch.isfinite(t.grad).all()
+    assert torch.all(q.grad[1, :, 2] == 0)  # the empty row's query gets no gradient
+
+    # The same through the module: the empty row is w_o's bias, and every gradient is finite.
+    mha = MultiHeadAttention(D, H, fused=fused)
+    x, memory = torch.randn(B, T, D, requires_grad=True), torch.randn(B, S, D, requires_grad=True)
+    y = mha(x, memory, mask)
+    torch.testing.assert_close(y[1, 2], mha.w_o.bias.detach(), rtol=0, atol=1e-6)
+    y.sum().backward()
+    grads = [x.grad, memory.grad] + [p.grad for p in mha.parameters()]
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+def test_multi_head_is_the_concatenation_of_single_heads():
+    mha = MultiHeadAttention(D, H, fused=False)
+    x, memory = torch.randn(B, T, D), torch.randn(B, S, D)
+    d_k = D // H
+    w, b = mha.w_qkv.weight, mha.w_qkv.bias
+    w_q, w_k, w_v = w.split(D)  # (D, D) each: rows h*d_k .. (h+1)*d_k belong to head h
+    b_q, b_k, b_v = b.split(D)
+    heads = []
+    for h in range(H):
+        rows = slice(h * d_k, (h + 1) * d_k)
+        q_h = x @ w_q[rows].T + b_q[rows]  # (B, T, d_k)
+        k_h = memory @ w_k[rows].T + b_k[rows]  # (B, S, d_k)
+        v_h = memory @ w_v[rows].T + b_v[rows]
+        weights = torch.softmax(q_h @ k_h.transpose(1, 2) / math.sqrt(d_k), dim=-1)
+        heads.append(weights @ v_h)
+    expected = mha.w_o(torch.cat(heads, dim=-1))  # Concat(head_1..head_h) W^O
+    torch.testing.assert_close(mha(x, memory), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_same_function_as_nn_multihead_attention(fused):
+    ours = MultiHeadAttention(D, H, fused=fused)
+    ref = nn.MultiheadAttention(D, H, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.w_qkv.weight)  # the same (3D, D) layout
+        ref.in_proj_bias.copy_(ours.w_qkv.bias)
+        ref.out_proj.weight.copy_(ours.w_o.weight)
+        ref.out_proj.bias.copy_(ours.w_o.bias)
+    x, memory = torch.randn(B, T, D), torch.randn(B, S, D)
+    keep = masks_with_an_empty_row()["padding"]  # (B, 1, 1, S), True = may attend
+    ours_out = ours(x, memory, keep)
+    # nn.MultiheadAttention: key_padding_mask (B, S) with True = IGNORE, hence the ~.
+    ref_out, _ = ref(x, memory, memory, key_padding_mask=~keep[:, 0, 0], need_weights=False)
+    diff = (ours_out - ref_out).abs().max().item()
+    print(f"MultiHeadAttention vs nn.MultiheadAttention (fused={fused}): max abs diff {diff:.2e}")
+    assert diff <= 1e-5
+    # Self-attention with a causal mask: nn's attn_mask is (T, T), True = IGNORE.
+    ref_self, _ = ref(x, x, x, attn_mask=~causal_mask(T), need_weights=False)
+    assert (ours(x, mask=causal_mask(T)) - ref_self).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("batch", [1, B])
+def test_module_shapes_per_head_and_weights(batch):
+    mha = MultiHeadAttention(D, H)
+    mha.record_weights = True  # keeps the (B, H, T, S) weights of the last call
+    seen = []
+    split_heads = mha.split_heads
+
+    def recording_split_heads(t):
+        out = split_heads(t)
+        seen.append(tuple(out.shape))
+        return out
+
+    mha.split_heads = recording_split_heads
+    x, memory = torch.randn(batch, T, D), torch.randn(batch, S, D)
+    y = mha(x, memory)
+    assert y.shape == (batch, T, D)
+    assert seen == [(batch, H, T, D // H), (batch, H, S, D // H), (batch, H, S, D // H)]  # q, k, v
+    assert mha.weights.shape == (batch, H, T, S)
+    seen.clear()
+    assert mha(x).shape == (batch, T, D)
+    assert seen == [(batch, H, T, D // H)] * 3
+    assert mha.weights.shape == (batch, H, T, T)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_kv_cache_reproduces_causal_self_attention(fused):
+    mha = MultiHeadAttention(D, H, fused=fused)
+    x = torch.randn(B, T, D)
+    full = mha(x, mask=causal_mask(T))
+    cache = {}
+    for t in range(T):
+        step = mha(x[:, t:t + 1], cache=cache)  # one new position sees all cached ones
+        assert cache["k"].shape == (B, H, t + 1, D // H)
+        torch.testing.assert_close(step[:, 0], full[:, t], rtol=0, atol=1e-5)
+    # Cross-attention computes the memory's keys/values once and reuses them.
+    memory = torch.randn(B, S, D)
+    cross_cache = {}
+    first = mha(x[:, :1], memory, cache=cross_cache)
+    assert cross_cache["k"].shape == (B, H, S, D // H)
+    again = mha(x[:, :1], torch.zeros_like(memory), cache=cross_cache)  # memory not read again
+    torch.testing.assert_close(again, first)

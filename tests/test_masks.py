@@ -1,0 +1,62 @@
+"""Attention masks (Section 3.2.3): which keys each query may look at.
+
+Pins down the project-wide convention: boolean masks, True = may attend (the polarity of
+`F.scaled_dot_product_attention`, the opposite of nn.Transformer's, PITFALLS 1), shaped to
+broadcast against the scores (B, H, T, S):
+- `causal_mask(S)` is (S, S), lower triangle True: query i sees keys 0..i;
+- `padding_mask(tokens, pad)` is (B, 1, 1, S), False exactly at <pad> keys;
+- the decoder's self-attention mask is their AND, (B, 1, T, T).
+"""
+
+import torch
+
+from transformer import causal_mask, padding_mask
+from transformer.masks import decoder_self_mask
+
+
+def test_causal_mask_is_lower_triangular():
+    S = 5
+    mask = causal_mask(S)
+    assert mask.shape == (S, S) and mask.dtype == torch.bool
+    for i in range(S):
+        for j in range(S):
+            assert mask[i, j].item() == (j <= i)  # query i may see key j iff j <= i
+    assert causal_mask(1).tolist() == [[True]]
+
+
+def test_padding_mask_marks_pad_keys_false():
+    tokens = torch.tensor([[5, 6, 7, 0, 0],
+                           [8, 0, 9, 1, 0]])
+    mask = padding_mask(tokens, pad_id=0)
+    assert mask.shape == (2, 1, 1, 5) and mask.dtype == torch.bool
+    assert mask[:, 0, 0].tolist() == [[True, True, True, False, False],
+                                      [True, False, True, True, False]]
+    # Another pad id: only that id is masked.
+    assert padding_mask(tokens, pad_id=1)[1, 0, 0].tolist() == [True, True, True, False, True]
+
+
+def test_masks_broadcast_against_the_scores():
+    B, H, T, S = 2, 4, 3, 5
+    scores = torch.zeros(B, H, T, S)
+    src = torch.randint(1, 10, (B, S))
+    assert (scores.masked_fill(~padding_mask(src, 0), 1.0)).shape == (B, H, T, S)
+    self_scores = torch.zeros(B, H, T, T)
+    assert (self_scores.masked_fill(~causal_mask(T), 1.0)).shape == (B, H, T, T)
+
+
+def test_decoder_self_mask_is_causal_and_not_pad():
+    tgt = torch.tensor([[1, 4, 0, 5],
+                        [1, 0, 0, 0]])
+    mask = decoder_self_mask(tgt, pad_id=0)
+    assert mask.shape == (2, 1, 4, 4)
+    expected = causal_mask(4)[None, None] & (tgt != 0)[:, None, None, :]
+    assert torch.equal(mask, expected)
+    # Row 0, query 3 sees keys 0, 1, 3: not key 2 (pad), and nothing in the future.
+    assert mask[0, 0, 3].tolist() == [True, True, False, True]
+    assert mask[0, 0, 1].tolist() == [True, True, False, False]
+
+
+def test_masks_follow_the_device_of_their_input():
+    tokens = torch.ones(1, 3, dtype=torch.long)
+    assert padding_mask(tokens, 0).device == tokens.device
+    assert causal_mask(3, device="cpu").device.type == "cpu"

@@ -1,0 +1,159 @@
+"""Recipes: the one flat set of keys shared by TOML files, `--set KEY=VALUE` and run dirs.
+
+A key is either a model key (a `TransformerConfig` field such as `d_model`, `n_heads`,
+`warmup` is not one) or a training key (a `TrainConfig` field below). The same name is
+used in the code, the TOML recipe, on the command line and in the docs. Resolution
+order: dataclass defaults < recipe file < `--set` < explicit flags (`--steps`, ...).
+
+Unknown keys and ill-typed values are the user's to fix: they raise UserError naming
+the key (the CLI prints it and exits 2). The vocabulary sizes and `pad_id` are not keys:
+they come from the task (its tokenizer or its symbol set).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import TransformerConfig
+from .errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass
+class TrainConfig:
+    task: str = "copy"  # copy | reverse | sort | multi30k | parallel
+    steps: int = 1000  # optimizer updates
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False  # torch.compile the model for training
+    # optimisation (Section 5.3, 5.4)
+    lr_factor: float = 1.0
+    warmup: int = 4000
+    label_smoothing: float = 0.1
+    clip_norm: float = 0.0  # 0 = no gradient clipping
+    accum_steps: int = 1  # micro-batches per optimizer update
+    # batches
+    batch_size: int = 64  # sentences per batch (synthetic tasks)
+    batch_tokens: int = 4096  # padded tokens per side per batch (translation)
+    # synthetic tasks
+    num_symbols: int = 16
+    min_length: int = 3
+    max_length: int = 12
+    # translation data
+    src_lang: str = "en"
+    tgt_lang: str = "de"
+    vocab_size: int = 8000  # joint BPE vocabulary
+    data_dir: str = ""  # Multi30k folder; "" = TRANSFORMER_DATA or ../shared/data/multi30k
+    src: str = ""  # parallel task: training files
+    tgt: str = ""
+    valid_src: str = ""
+    valid_tgt: str = ""
+    max_tokens_per_sentence: int = 0  # drop training pairs longer than this; 0 = model max_len
+    # evaluation, decoding, checkpoints
+    eval_every: int = 200  # steps between evaluations (loss, exact match)
+    eval_examples: int = 200  # held-out examples (synthetic tasks)
+    bleu_every: int = 0  # steps between BLEU evaluations; 0 = at the end of every epoch
+    beam_size: int = 4
+    length_penalty: float = 0.6
+    max_len_a: float = 1.0
+    max_len_b: int = 50
+    target_exact_match: float = 0.0  # stop once exact match reaches it (synthetic); 0 = never
+    save_every: int = 1000
+    keep_last: int = 5
+    log_every: int = 10
+
+
+MODEL_KEYS = {f.name: f for f in dataclasses.fields(TransformerConfig)
+              if f.name not in ("src_vocab_size", "tgt_vocab_size", "pad_id")}
+TRAIN_KEYS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _typed(key: str, value, where: str):
+    """Check (and for strings from --set, convert) a value to the key's declared type."""
+    field = MODEL_KEYS.get(key) or TRAIN_KEYS.get(key)
+    if field is None:
+        known = ", ".join(sorted([*MODEL_KEYS, *TRAIN_KEYS]))
+        raise UserError(f"{where}: unknown key '{key}' (known keys: {known})")
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    if isinstance(value, str) and where.startswith("--set"):
+        value = _parse_string(key, value, kind, where)
+    ok = {
+        "bool": isinstance(value, bool),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise UserError(f"{where}: key '{key}' expects {_article(kind)}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _parse_string(key: str, text: str, kind: str, where: str):
+    try:
+        if kind == "bool":
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise UserError(f"{where}: key '{key}' expects {_article(kind)}, got {text!r}") from None
+    return text
+
+
+def _article(kind: str) -> str:
+    return {"bool": "true or false", "int": "an integer", "float": "a number",
+            "str": "a string"}[kind]
+
+
+def read_recipe(path: str | Path) -> dict:
+    """A flat TOML recipe -> {key: value}, each key checked."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from None
+    return {key: _typed(key, value, str(path)) for key, value in data.items()}
+
+
+def parse_sets(items: list[str]) -> dict:
+    """["d_model=128", "norm_first=true"] -> {"d_model": 128, "norm_first": True}."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        values[key] = _typed(key, text.strip(), f"--set {key}")
+    return values
+
+
+def split_keys(values: dict) -> tuple[dict, TrainConfig]:
+    """Separate model keys from training keys; build and check the TrainConfig."""
+    model = {k: v for k, v in values.items() if k in MODEL_KEYS}
+    train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS})
+    return model, train
+
+
+def build_model_config(model_keys: dict, vocab_size: int, pad_id: int) -> TransformerConfig:
+    """The TransformerConfig for a task's vocabulary; a bad value becomes a UserError."""
+    try:
+        return TransformerConfig(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
+                                 pad_id=pad_id, **model_keys)
+    except ValueError as error:
+        raise UserError(f"invalid model setting: {error}") from None

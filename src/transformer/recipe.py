@@ -38,6 +38,7 @@ class TrainConfig:
     # optimisation (Section 5.3, 5.4)
     lr_factor: float = 1.0
     warmup: int = 4000
+    schedule: str = "noam"  # noam | constant (the Noam peak from step 1: an ablation)
     label_smoothing: float = 0.1
     clip_norm: float = 0.0  # 0 = no gradient clipping
     accum_steps: int = 1  # micro-batches per optimizer update

@@ -5,12 +5,20 @@
 The rate grows linearly for the first `warmup` steps, then decays with the inverse
 square root of the step. The paper uses warmup = 4000, factor = 1, and Adam with
 beta1 = 0.9, beta2 = 0.98, eps = 1e-9. Steps count from 1 (optimizer updates).
+
+The training key `schedule` picks "noam" (the paper's) or "constant": the Noam peak
+from the very first update, no warm-up and no decay. The second exists only to show
+what warm-up is for (`transformer ablate`, see ablate.py).
 """
 
 from __future__ import annotations
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
+
+from .errors import UserError
+
+SCHEDULE_CHOICES = ("noam", "constant")
 
 
 def noam_lr(step: int, d_model: int, warmup: int, factor: float = 1.0) -> float:
@@ -35,3 +43,14 @@ class NoamScheduler(LambdaLR):
 def adam(params, lr: float = 1.0) -> torch.optim.Adam:
     """Adam with the paper's betas (0.9, 0.98) and eps 1e-9 (Section 5.3)."""
     return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), eps=1e-9)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, schedule: str, d_model: int, warmup: int,
+                   factor: float = 1.0) -> LambdaLR:
+    """The scheduler named by the training key `schedule` ("noam" or "constant")."""
+    if schedule == "noam":
+        return NoamScheduler(optimizer, d_model, warmup, factor)
+    if schedule == "constant":
+        peak = noam_lr(warmup, d_model, warmup, factor)  # the highest rate Noam ever reaches
+        return LambdaLR(optimizer, lambda i: peak)
+    raise UserError(f"schedule={schedule!r}: expected one of {', '.join(SCHEDULE_CHOICES)}")

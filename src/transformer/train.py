@@ -34,7 +34,7 @@ from .errors import UserError
 from .loss import label_smoothed_loss
 from .model import Transformer
 from .recipe import TrainConfig
-from .schedule import NoamScheduler, adam
+from .schedule import adam, make_scheduler
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -85,6 +85,52 @@ def setup_distributed(device: torch.device) -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Distributed(dist.get_rank(), dist.get_world_size())
+
+
+@contextlib.contextmanager
+def distributed(device: torch.device):
+    """`setup_distributed` for the length of a command; the process group is destroyed at
+    the end (also on an error), so that torchrun's processes exit cleanly."""
+    ddp = setup_distributed(device)
+    try:
+        yield ddp
+    finally:
+        if ddp.world_size > 1:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def main_first(ddp: Distributed, fn):
+    """Run `fn()` on rank 0 alone and give every rank its (picklable) result.
+
+    For what one process must do before the others may look: create the run directory,
+    train and save the tokenizer. An error on rank 0 is raised on every rank (as a
+    UserError there), so that no rank waits forever for a result that never comes.
+    """
+    if ddp.world_size == 1:
+        return fn()
+    import torch.distributed as dist
+    box, error = [None, None], None
+    if ddp.is_main:
+        try:
+            box[0] = fn()
+        except Exception as caught:  # noqa: BLE001 - re-raised below, on every rank
+            error, box[1] = caught, str(caught)
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if box[1] is not None:
+        raise UserError(f"rank 0 failed: {box[1]}")
+    return box[0]
+
+
+def any_rank(flags: list[bool], device: torch.device) -> list[bool]:
+    """Each flag true on every rank if it is true on any: every rank takes the same branch."""
+    import torch.distributed as dist
+    values = torch.tensor([int(f) for f in flags], dtype=torch.long, device=device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,7 +206,8 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
     random.seed(train_cfg.seed)
     model = Transformer(model_cfg).to(device)
     optimizer = adam(model.parameters())
-    scheduler = NoamScheduler(optimizer, model_cfg.d_model, train_cfg.warmup, train_cfg.lr_factor)
+    scheduler = make_scheduler(optimizer, train_cfg.schedule, model_cfg.d_model,
+                               train_cfg.warmup, train_cfg.lr_factor)
     step, data_state, best = 0, None, None
     if resume:
         latest = ckpt.latest_checkpoint(run_dir)
@@ -178,6 +225,11 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
 
     log = MetricsLog(run_dir / "metrics.jsonl", dist.is_main)
     stream = task.train_stream(data_state, dist.rank, dist.world_size)
+
+    def say(text: str) -> None:  # messages come from rank 0 alone (tqdm.write prints always)
+        if dist.is_main:
+            bar.write(text)
+
     if dist.is_main and not quiet:
         print(f"model: {model.num_parameters():,} parameters; training {train_cfg.task} "
               f"from step {step} to {train_cfg.steps} on {device}"
@@ -263,21 +315,24 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
             bar.update(1)
 
             out_of_time = train_cfg.max_minutes > 0 and time.time() - start_time > 60 * train_cfg.max_minutes
+            stopping = stop.requested
+            if dist.world_size > 1:  # a rank that left alone would leave the others waiting
+                out_of_time, stopping = any_rank([out_of_time, stopping], device)
             final = step == train_cfg.steps or out_of_time
             if step % train_cfg.eval_every == 0 or final:
                 last_eval = evaluate(final)
-                bar.write(format_eval(last_eval))
+                say(format_eval(last_eval))
                 if train_cfg.target_exact_match and last_eval.get("exact_match", 0) >= train_cfg.target_exact_match:
-                    bar.write(f"exact match {last_eval['exact_match']:.1%} reached at step {step}")
+                    say(f"exact match {last_eval['exact_match']:.1%} reached at step {step}")
                     save()
                     break
             if step % train_cfg.save_every == 0 or step == train_cfg.steps:
                 save()
             if out_of_time:
-                bar.write(f"time budget of {train_cfg.max_minutes} minutes reached at step {step}")
+                say(f"time budget of {train_cfg.max_minutes} minutes reached at step {step}")
                 save()
                 break
-            if stop.requested:
+            if stopping:
                 save()
                 bar.close()
                 log.close()

@@ -6,10 +6,11 @@ encoder, decoder, model. Around it: schedule, loss, decoding, data, train, cli.
 
 from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .config import TransformerConfig
+from .decoding import beam_search, greedy_decode
 from .masks import causal_mask, padding_mask
 from .model import Transformer
 
 __all__ = [
     "TransformerConfig", "Transformer", "MultiHeadAttention",
-    "scaled_dot_product_attention", "causal_mask", "padding_mask",
+    "scaled_dot_product_attention", "causal_mask", "padding_mask", "greedy_decode", "beam_search",
 ]

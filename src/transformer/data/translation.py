@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..decoding import beam_search, greedy_decode
+from ..decoding import beam_search
 from ..errors import UserError
 from ..evaluate import corpus_bleu
 from .batching import collate, example_lengths, padding_fraction, token_batches
@@ -136,13 +136,10 @@ def translate_texts(model, tokenizer: Tokenizer, sentences: list[str], beam_size
         chunk = todo[start: start + batch_sentences]
         src = collate([(ids[i], []) for i in chunk], tokenizer.pad_id, tokenizer.bos_id,
                       tokenizer.eos_id)[0].to(device)
-        if beam_size > 1:
-            hyps = beam_search(model, src, beam_size=beam_size, length_penalty=length_penalty,
-                               max_len_a=max_len_a, max_len_b=max_len_b,
-                               bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
-        else:
-            hyps = greedy_decode(model, src, int(max_len_a * src.size(1) + max_len_b),
-                                 tokenizer.bos_id, tokenizer.eos_id)
+        # beam size 1 is exactly greedy decoding (tests/test_decoding.py)
+        hyps = beam_search(model, src, beam_size=beam_size, length_penalty=length_penalty,
+                           max_len_a=max_len_a, max_len_b=max_len_b,
+                           bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
         for i, hyp in zip(chunk, hyps):
             outputs[i] = tokenizer.decode(hyp)
     return outputs

@@ -120,24 +120,41 @@ def command_train(args) -> int:
         model_keys, train_cfg = resolve_train_config(args)
         if train_cfg.task not in TASK_CHOICES:
             raise UserError(f"task {train_cfg.task!r}: expected one of {', '.join(TASK_CHOICES)}")
-        run_dir = Path(args.out or f"runs/{train_cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-        if run_dir.exists() and any(run_dir.iterdir()):
-            if not args.overwrite:
-                raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or --overwrite")
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
 
-    task = make_task(train_cfg, run_dir, model_keys)
-    model_cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
-    if not args.resume:
-        (run_dir / "config.json").write_text(json.dumps(
-            {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)},
-            indent=2) + "\n", encoding="utf-8")
-    started = time.time()
-    summary = training.train(run_dir, model_cfg, train_cfg, task, resume=bool(args.resume),
-                             quiet=args.quiet)
-    print_summary(summary, task, time.time() - started, run_dir)
+    with training.distributed(training.resolve_device(train_cfg.device)) as ddp:
+        made = {}
+
+        def prepare() -> str:
+            # Under torchrun, rank 0 alone creates the run directory, the task (a translation
+            # task trains and saves its tokenizer) and config.json; then the others read them.
+            run_dir = Path(args.resume) if args.resume else new_run_dir(args, train_cfg)
+            made["task"] = make_task(train_cfg, run_dir, model_keys)
+            model_cfg = build_model_config(model_keys, made["task"].vocab_size, made["task"].pad_id)
+            if not args.resume:
+                (run_dir / "config.json").write_text(json.dumps(
+                    {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg)},
+                    indent=2) + "\n", encoding="utf-8")
+            return str(run_dir)
+
+        run_dir = Path(training.main_first(ddp, prepare))
+        task = made["task"] if "task" in made else make_task(train_cfg, run_dir, model_keys, quiet=True)
+        model_cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
+        started = time.time()
+        summary = training.train(run_dir, model_cfg, train_cfg, task, resume=bool(args.resume),
+                                 quiet=args.quiet)
+        print_summary(summary, task, time.time() - started, run_dir)
     return 0
+
+
+def new_run_dir(args, train_cfg: TrainConfig) -> Path:
+    """The directory of a new run: --out, or runs/TASK-TIME; made empty and ready."""
+    run_dir = Path(args.out or f"runs/{train_cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not args.overwrite:
+            raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or --overwrite")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
 
 
 def print_summary(summary: dict, task, wall_s: float, run_dir: Path) -> None:

@@ -14,10 +14,10 @@ from .data.synthetic import SyntheticTask
 from .recipe import TrainConfig
 
 
-def make_task(train_cfg: TrainConfig, run_dir: Path, model_keys: dict):
+def make_task(train_cfg: TrainConfig, run_dir: Path, model_keys: dict, quiet: bool = False):
     if train_cfg.task in SYNTHETIC_TASKS:
         return SyntheticTask(train_cfg.task, train_cfg.num_symbols, train_cfg.min_length,
                              train_cfg.max_length, train_cfg.batch_size, train_cfg.seed,
                              train_cfg.eval_examples)
     from .data.translation import TranslationTask
-    return TranslationTask(train_cfg, run_dir, max_len=model_keys.get("max_len", 256))
+    return TranslationTask(train_cfg, run_dir, max_len=model_keys.get("max_len", 256), quiet=quiet)

@@ -7,6 +7,7 @@
     transformer average RUN_DIR --last 5
     transformer plot RUN_DIR [--attention "a sentence"]
     transformer data multi30k --out DIR
+    transformer ablate [--task copy|multi30k] [--steps N] [--out DIR] [--set KEY=VALUE ...]
 
 Exit codes: 0 done; 2 bad usage or bad input (one line on stderr saying what and where);
 130 interrupted, after saving a checkpoint.
@@ -84,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="download a corpus from its upstream")
     p.add_argument("corpus", choices=("multi30k",))
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline (ablate.py)")
+    p.add_argument("--task", choices=("copy", "multi30k"), default="copy")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--out", help="folder for the table, the plot and a run per variant")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
+    p.add_argument("--overwrite", action="store_true", help="replace existing variant runs")
     return parser
 
 

@@ -174,3 +174,8 @@ def data(args) -> int:
     for path in download_multi30k(args.out):
         print(path)
     return 0
+
+
+def ablate(args) -> int:
+    from .ablate import command_ablate
+    return command_ablate(args)

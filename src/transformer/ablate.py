@@ -1,0 +1,383 @@
+"""Ablations: the classic mistakes of a Transformer implementation, run as experiments.
+
+    transformer ablate [--task copy|multi30k] [--steps N] [--out DIR] [--set KEY=VALUE ...]
+
+trains one recipe as it is (the baseline) and once with each mistake below: in one
+process, from the same seed, on the same batches, for the same number of updates
+(`target_exact_match` is switched off so that no variant stops early). Then it prints a
+table (final training and validation loss, exact match or BLEU, parameters, when the
+score was reached, seconds) and writes it to OUT/ablation.md, with the training-loss
+curves of all variants in OUT/ablation.png. Each variant is an ordinary run directory,
+OUT/<variant>/ (config.json, metrics.jsonl, checkpoints, train.log).
+
+The mistakes, what each one is, and why it hurts:
+
+mask-after-softmax (Section 3.2.3: "masking out (setting to -inf) all values in the
+    input of the softmax"). Softmax over every key, masked or not, then zero the masked
+    weights. The rows no longer sum to 1: padding keys and future keys take their share
+    of the probability, which is then thrown away, so how large an output is depends on
+    how much padding its sentence has. And the zeroing removes the future *values* but
+    not the future *scores*: the normaliser sum_j exp(q_t . k_j) still runs over keys
+    after t, so in training each decoder position learns a little about the tokens that
+    follow it, through the total its row keeps. Incremental decoding, where those keys
+    do not exist yet, cannot give it that. (tests/test_ablate.py shows both.)
+no-warmup (Section 5.3). A constant learning rate equal to the Noam peak from the
+    first update (training key `schedule = "constant"`). Adam's second-moment estimates
+    are poor in the first updates and a post-LN Transformer's gradients are largest at
+    initialisation, so full-size steps at the start can knock training off course or
+    make it diverge; and without the decay the rate never anneals at the end.
+no-scaling (Section 3.2.1: "we scale the dot products by 1/sqrt(d_k)"). The dot product
+    of two vectors with unit-variance components has variance d_k: unscaled scores push
+    the softmax towards one-hot, where its gradients vanish. Mild at d_k = 16 (the copy
+    recipe), worse at the paper's d_k = 64.
+untied (Section 3.4: "we share the same weight matrix between the two embedding layers
+    and the pre-softmax linear transformation"). Three vocabulary-sized matrices instead
+    of one (`tie_embeddings = "none"`): more parameters, each learning from a third of
+    the signal; it matters most with large vocabularies and little data.
+pre-LN (Section 3.1 is post-LN: LayerNorm(x + Sublayer(x))). Not a mistake but the usual
+    alternative (`norm_first = true`): x + Sublayer(LayerNorm(x)), as in GPT-2; it trains
+    without warm-up more easily, and post-LN often ends slightly better when it trains.
+
+The two attention mistakes are made without touching the model: `attention_replaced`
+swaps the module-level `transformer.attention.scaled_dot_product_attention`, which
+MultiHeadAttention calls on its readable path, for the wrong function while the variant
+trains, and the variant sets `attention = "manual"` (the fused path never calls it).
+Their config.json therefore describes a correct model with the trained weights of a
+wrong one: `transformer translate` on those run directories does not reproduce the
+mistake. Every other variant is plain recipe keys.
+
+`--task multi30k` trains on a slice of Multi30k (the first MULTI30K_TRAIN_PAIRS training
+pairs, MULTI30K_VALID_PAIRS validation pairs, written to OUT/data/ and read as task
+"parallel"), with a small model and BLEU from greedy decoding; one tokenizer, trained by
+the baseline, serves every variant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
+
+from . import attention as attention_module
+from .errors import UserError
+from .plots import metric_series, read_metrics
+from .recipe import build_model_config, parse_sets, read_recipe, split_keys
+
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs"
+TASKS = ("copy", "multi30k")
+MULTI30K_TRAIN_PAIRS = 3000
+MULTI30K_VALID_PAIRS = 200
+# Over configs/multi30k.toml: a model and a budget for a few minutes of CPU per variant.
+MULTI30K_SLICE = {
+    "vocab_size": 2000, "d_model": 64, "n_heads": 4, "n_encoder_layers": 2,
+    "n_decoder_layers": 2, "d_ff": 256, "dropout": 0.1, "attention_dropout": 0.0,
+    "activation_dropout": 0.0, "max_len": 128, "batch_tokens": 2048, "lr_factor": 1.0,
+    "warmup": 200, "steps": 400, "max_minutes": 0.0, "eval_every": 100, "bleu_every": 0,
+    "beam_size": 1, "save_every": 400, "keep_last": 1,
+}
+FORCED = {"target_exact_match": 0.0}  # every variant gets the whole budget
+
+
+# --- the two wrong attentions (same signature as attention.scaled_dot_product_attention) --
+
+def mask_after_softmax_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mistake: softmax over all keys, then zero the masked weights. (..., T, S) weights."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (..., T, S)
+    weights = torch.softmax(scores, dim=-1)  # masked keys take their share of the mass here...
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)  # ...which is thrown away: rows sum to < 1
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+def unscaled_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    mask: torch.Tensor | None = None, dropout_p: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mistake: softmax(Q K^T) V, without the 1 / sqrt(d_k); masking done right."""
+    scores = q @ k.transpose(-2, -1)  # (..., T, S), variance ~ d_k rather than ~ 1
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)
+    if mask is not None:
+        weights = weights.masked_fill(~mask, 0.0)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p)
+    return weights @ v, weights
+
+
+@contextlib.contextmanager
+def attention_replaced(function: Callable) -> Iterator[None]:
+    """Inside the block, MultiHeadAttention's manual path calls `function` instead of
+    `scaled_dot_product_attention`; the right one is back afterwards, even on error."""
+    right = attention_module.scaled_dot_product_attention
+    attention_module.scaled_dot_product_attention = function
+    try:
+        yield
+    finally:
+        attention_module.scaled_dot_product_attention = right
+
+
+# --- the variants ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    change: str  # what differs from the baseline, in a few words
+    keys: dict = field(default_factory=dict)  # recipe keys applied over the baseline's
+    attention: Callable | None = None  # a wrong attention function (with attention="manual")
+
+
+VARIANTS = (
+    Variant("baseline", "the recipe as it is"),
+    Variant("mask-after-softmax", "softmax over all keys, then masked weights zeroed",
+            {"attention": "manual"}, mask_after_softmax_attention),
+    Variant("no-warmup", "constant learning rate at the Noam peak", {"schedule": "constant"}),
+    Variant("no-scaling", "scores not divided by sqrt(d_k)", {"attention": "manual"},
+            unscaled_attention),
+    Variant("untied", "separate source, target and output matrices", {"tie_embeddings": "none"}),
+    Variant("pre-LN", "LayerNorm before each sub-layer, not after", {"norm_first": True}),
+)
+
+
+# --- running them ----------------------------------------------------------------------
+
+def ablate(task: str = "copy", sets: dict | None = None, steps: int | None = None,
+           out: str | Path = "runs/ablate", overwrite: bool = False,
+           variants: tuple[Variant, ...] = VARIANTS, echo: Callable = print) -> list[dict]:
+    """Train every variant into OUT/<variant>/; write OUT/ablation.md and OUT/ablation.png.
+
+    Returns one result dict per variant (see `summarize`). `sets` are recipe keys over
+    the task's recipe, `steps` overrides them all.
+    """
+    if task not in TASKS:
+        raise UserError(f"--task {task!r}: expected one of {', '.join(TASKS)}")
+    out = Path(out)
+    for variant in variants:
+        run_dir = out / variant.name
+        if run_dir.exists() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise UserError(f"{run_dir}: already holds a run; use another --out or --overwrite")
+            shutil.rmtree(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    values = read_recipe(find_recipe(task))
+    if task == "multi30k":
+        values.update(MULTI30K_SLICE)
+    values.update(sets or {})
+    if steps is not None:
+        values["steps"] = steps
+    if not isinstance(values.get("steps"), int) or values["steps"] < 1:
+        raise UserError(f"steps={values.get('steps')!r}: must be at least 1")
+    if task == "multi30k":
+        values.update(write_multi30k_slice(values, out / "data"))
+
+    results = []
+    for number, variant in enumerate(variants, start=1):
+        echo(f"[{number}/{len(variants)}] {variant.name}: {variant.change} ...", end=" ", flush=True)
+        run_dir = out / variant.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shared_tokenizer = out / variants[0].name / "tokenizer.json"
+        if shared_tokenizer.exists() and not (run_dir / "tokenizer.json").exists():
+            shutil.copy(shared_tokenizer, run_dir / "tokenizer.json")
+        result = run_variant(variant, values, run_dir)
+        echo(f"{result['wall_s']:.0f} s" + (f" ({result['failure']})" if result["failure"] else ""))
+        results.append(result)
+    score = "bleu" if task == "multi30k" else "exact_match"
+    table = format_table(results, score, markdown=True)
+    command = " ".join(["transformer ablate --task", task, "--steps", str(values["steps"])]
+                       + (["--set", *(f"{k}={v}" for k, v in sets.items())] if sets else []))
+    (out / "ablation.md").write_text(markdown_report(command, task, values, table, variants),
+                                     encoding="utf-8")
+    plot_losses({r["variant"]: r["curve"] for r in results}, out / "ablation.png")
+    return results
+
+
+def run_variant(variant: Variant, values: dict, run_dir: Path) -> dict:
+    """Train one variant quietly into `run_dir` (its output goes to run_dir/train.log)."""
+    from . import train as training
+    from .model import Transformer
+    from .tasks import make_task
+
+    model_keys, train_cfg = split_keys({**values, **variant.keys, **FORCED})
+    failure = None
+    with open(run_dir / "train.log", "w", encoding="utf-8") as log, \
+            contextlib.redirect_stdout(log):
+        task = make_task(train_cfg, run_dir, model_keys)
+        model_cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
+        (run_dir / "config.json").write_text(json.dumps(
+            {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
+             "ablation": {"variant": variant.name, "change": variant.change}},
+            indent=2) + "\n", encoding="utf-8")
+        wrong = attention_replaced(variant.attention) if variant.attention else contextlib.nullcontext()
+        started = time.perf_counter()
+        try:
+            with wrong:
+                training.train(run_dir, model_cfg, train_cfg, task, quiet=True)
+        except UserError as error:  # a diverged variant is a result, not the end of the ablation
+            failure = str(error)
+            print(failure)
+        wall_s = time.perf_counter() - started
+    parameters = Transformer(model_cfg).num_parameters()
+    return summarize(variant.name, read_metrics(run_dir / "metrics.jsonl"), parameters, wall_s,
+                     failure)
+
+
+def summarize(name: str, records: list[dict], parameters: int, wall_s: float,
+              failure: str | None = None) -> dict:
+    """The table row of one variant, from its metrics.jsonl records."""
+    train = [r for r in records if r.get("kind") == "train"]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    last_eval = evals[-1] if evals else {}
+    bleu = [(r["bleu"], r["step"]) for r in evals if "bleu" in r]
+    return {
+        "variant": name,
+        "train_loss": train[-1]["loss"] if train else math.nan,
+        "valid_loss": last_eval.get("loss", math.nan),
+        "exact_match": last_eval.get("exact_match"),
+        "bleu": last_eval.get("bleu"),
+        "parameters": parameters,
+        # evaluations come every `eval_every` steps: the first one at or above 99%
+        "steps_to_99": next((r["step"] for r in evals if r.get("exact_match", 0.0) >= 0.99), None),
+        "best_bleu_step": max(bleu)[1] if bleu else None,  # ties: the later step
+        "wall_s": wall_s,
+        "failure": failure,
+        "curve": metric_series(records, "train", "loss"),
+    }
+
+
+def find_recipe(task: str) -> Path:
+    for folder in (RECIPES_DIR, Path.cwd() / "configs"):
+        if (folder / f"{task}.toml").is_file():
+            return folder / f"{task}.toml"
+    raise UserError(f"configs/{task}.toml not found (looked in {RECIPES_DIR} and "
+                    f"{Path.cwd() / 'configs'}); run from a checkout of the repository")
+
+
+def write_multi30k_slice(values: dict, folder: Path) -> dict:
+    """The first pairs of Multi30k train and val as files; the keys that read them."""
+    from .data.parallel import load_multi30k
+    src_lang, tgt_lang = values.get("src_lang", "en"), values.get("tgt_lang", "de")
+    data_dir = values.get("data_dir") or None
+    splits = {"train": load_multi30k("train", src_lang, tgt_lang, data_dir)[:MULTI30K_TRAIN_PAIRS],
+              "valid": load_multi30k("val", src_lang, tgt_lang, data_dir)[:MULTI30K_VALID_PAIRS]}
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {"task": "parallel"}
+    for split, pairs in splits.items():
+        for side, lang in ((0, src_lang), (1, tgt_lang)):
+            path = folder / f"{split}.{lang}"
+            path.write_text("".join(pair[side] + "\n" for pair in pairs), encoding="utf-8")
+            key = ("src" if side == 0 else "tgt") if split == "train" else \
+                ("valid_src" if side == 0 else "valid_tgt")
+            keys[key] = str(path)
+    return keys
+
+
+# --- the report --------------------------------------------------------------------------
+
+def table_rows(results: list[dict], score: str) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) as strings; `score` is "exact_match" or "bleu"."""
+    if score == "bleu":
+        header = ["variant", "train loss", "valid loss", "BLEU", "parameters", "best BLEU at step", "seconds"]
+    else:
+        header = ["variant", "train loss", "valid loss", "exact match", "parameters",
+                  "steps to 99%", "seconds"]
+    rows = []
+    for r in results:
+        if r[score] is None:
+            shown = "diverged" if r["failure"] else "-"
+        else:
+            shown = f"{r['bleu']:.2f}" if score == "bleu" else f"{r['exact_match']:.1%}"
+        when = r["best_bleu_step"] if score == "bleu" else r["steps_to_99"]
+        rows.append([r["variant"], f"{r['train_loss']:.3f}", f"{r['valid_loss']:.3f}", shown,
+                     f"{r['parameters']:,}", "never" if when is None else str(when),
+                     f"{r['wall_s']:.0f}"])
+    return header, rows
+
+
+def format_table(results: list[dict], score: str, markdown: bool = False) -> str:
+    """The results as an aligned text table, or as a Markdown table."""
+    header, rows = table_rows(results, score)
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |",
+                 "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines) + "\n"
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:  # the variant left-aligned, the numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, rows)]) + "\n"
+
+
+def markdown_report(command: str, task: str, values: dict, table: str,
+                    variants: tuple[Variant, ...]) -> str:
+    device = values.get("device", "cpu")
+    machine = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
+        f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} torch threads)"
+    lines = [f"# Ablation: {task}, {values['steps']} steps", "",
+             f"`{command}`: every variant from seed {values.get('seed', 0)}, "
+             f"on the same batches, for the same number of updates. Measured "
+             f"{time.strftime('%Y-%m-%d')} on {machine}, torch {torch.__version__}.", "",
+             table,
+             "Training loss: label-smoothed, averaged over the last `log_every` updates. "
+             "Validation loss and the score: the final evaluation. Variants that replace the "
+             "attention function run the readable (manual) attention path, slower than the "
+             "fused one whatever the mistake; compare their seconds with that in mind.", ""]
+    lines += [f"- **{v.name}**: {v.change}" for v in variants]
+    return "\n".join(lines) + "\n"
+
+
+def plot_losses(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
+    """The training-loss curves of all variants on one axes, log-scale y."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = figure.add_subplot()
+    for name, (steps, losses) in curves.items():
+        if steps:
+            ax.plot(steps, losses, label=name, linewidth=1.2)
+    ax.set_yscale("log")
+    # Plain numbers (0.5, 2, 3) on the log axis rather than 5 x 10^-1, 2 x 10^0.
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_title("training loss by variant")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (label-smoothed, nats per token)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    try:
+        figure.savefig(path, dpi=120)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write ({error.strerror})") from None
+    return path
+
+
+# --- the command ---------------------------------------------------------------------------
+
+def command_ablate(args) -> int:
+    """`transformer ablate`: run the variants, print the table, say where the files are."""
+    sets = parse_sets([item for group in args.sets for item in group])
+    out = Path(args.out or f"runs/ablate-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    results = ablate(args.task, sets, args.steps, out, overwrite=args.overwrite)
+    print()
+    print(format_table(results, "bleu" if args.task == "multi30k" else "exact_match"), end="")
+    for r in results:
+        if r["failure"]:
+            print(f"{r['variant']}: {r['failure']}")
+    print(f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}, and a run directory per variant")
+    return 0

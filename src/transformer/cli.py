@@ -117,9 +117,13 @@ def command_train(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         saved = read_run_config(run_dir)
-        model_keys = {k: v for k, v in saved["model"].items()
-                      if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id")}
-        train_cfg = TrainConfig(**saved["train"])
+        try:
+            model_keys = {k: v for k, v in saved["model"].items()
+                          if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id")}
+            train_cfg = TrainConfig(**saved["train"])
+        except (KeyError, TypeError, AttributeError) as error:  # edited by hand, or another version
+            detail = f"no key {error}" if isinstance(error, KeyError) else error
+            raise UserError(f"{run_dir / 'config.json'}: not a run config ({detail})") from None
         if args.steps is not None:
             train_cfg = dataclasses.replace(train_cfg, steps=args.steps)
     else:
@@ -128,6 +132,9 @@ def command_train(args) -> int:
         model_keys, train_cfg = resolve_train_config(args)
         if train_cfg.task not in TASK_CHOICES:
             raise UserError(f"task {train_cfg.task!r}: expected one of {', '.join(TASK_CHOICES)}")
+        # Check the model keys now, before a run directory (or a tokenizer) is made for them;
+        # the vocabulary is not known yet, any will do for this check.
+        build_model_config(model_keys, vocab_size=8, pad_id=0)
 
     with training.distributed(training.resolve_device(train_cfg.device)) as ddp:
         made = {}
@@ -196,7 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     from .train import INTERRUPTED_EXIT_CODE, Interrupted
 
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "translate" and not any(a.startswith("-") for a in extra):
+            args.sentences += extra  # sentences after an option: translate RUN --beam 2 "text"
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command == "train":
             return command_train(args)
         from . import commands

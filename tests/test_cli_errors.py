@@ -1,0 +1,280 @@
+"""Bad input gets one clear line, never a traceback: the command line's error contract.
+
+Every case runs `transformer.cli.main([...])` as the `transformer` command would and
+checks the contract of DESIGN.md: exit code 2, exactly one line on stderr, starting with
+"error:", no traceback, and the message names what is wrong and where (the file, the
+line, the key). The translate cases use one small trained translation run, built once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformer.cli import main
+
+# 200 made-up English -> German sentence pairs from a tiny grammar: enough for a BPE
+# vocabulary and a few training steps, nothing to download.
+SUBJECTS = {"the cat": "die katze", "a dog": "ein hund", "the man": "der mann",
+            "a woman": "eine frau", "the child": "das kind", "my friend": "mein freund"}
+VERBS = {"sees": "sieht", "likes": "mag", "eats": "isst", "finds": "findet", "holds": "hält"}
+OBJECTS = {"an apple": "einen apfel", "the ball": "den ball", "a book": "ein buch",
+           "the red car": "das rote auto", "some bread": "etwas brot"}
+TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
+MAX_LEN = 32
+
+
+def write_corpus(folder: Path, pairs: int = 200) -> tuple[Path, Path]:
+    """Line-aligned en/de files of `pairs` sentences, walking the grammar in a fixed order."""
+    subjects, verbs, objects = list(SUBJECTS), list(VERBS), list(OBJECTS)
+    en, de = [], []
+    for i in range(pairs):
+        s, v, o = subjects[i % 6], verbs[i // 6 % 5], objects[i // 30 % 5]
+        en.append(f"{s} {v} {o} .")
+        de.append(f"{SUBJECTS[s]} {VERBS[v]} {OBJECTS[o]} .")
+    src, tgt = folder / "train.en", folder / "train.de"
+    src.write_text("\n".join(en) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(de) + "\n", encoding="utf-8")
+    return src, tgt
+
+
+def train_translation_run(run_dir: Path, src: Path, tgt: Path) -> None:
+    """A few steps of `train parallel` with a tiny model: a run translate can load."""
+    torch.set_num_threads(1)
+    code = main(["train", "parallel", "--src", str(src), "--tgt", str(tgt), "--out", str(run_dir),
+                 "--steps", "4", "--quiet", "--set", *TINY_MODEL, "vocab_size=200",
+                 f"max_len={MAX_LEN}", "batch_tokens=512", "eval_every=1000", "bleu_every=1000",
+                 "save_every=1000", "beam_size=2", "max_len_b=10"])
+    assert code == 0
+
+
+@pytest.fixture(scope="module")
+def translation_run(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("translation")
+    run_dir = folder / "run"
+    train_translation_run(run_dir, *write_corpus(folder))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> Path:
+    """Good and bad input files, one of each kind a user might bring."""
+    folder = tmp_path_factory.mktemp("inputs")
+    (folder / "two.en").write_text("a b\nc d\n", encoding="utf-8")
+    (folder / "two.de").write_text("e f\ng h\n", encoding="utf-8")
+    (folder / "one.de").write_text("e f\n", encoding="utf-8")
+    (folder / "empty.en").write_bytes(b"")
+    (folder / "latin1.en").write_bytes(b"first line\nna\xefve caf\xe9\nthird\n")  # not UTF-8
+    (folder / "three.de").write_text("x\ny\nz\n", encoding="utf-8")
+    (folder / "typo.toml").write_text('task = "copy"\nd_modle = 64\n', encoding="utf-8")
+    (folder / "broken.toml").write_text('task = "copy"\nd_model = = 64\n', encoding="utf-8")
+    (folder / "empty-run").mkdir()
+    return folder
+
+
+def run_main(capsys, args: list[str]) -> tuple[int, str, str]:
+    torch.set_num_threads(1)
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(code: int, err: str, *names: str) -> str:
+    """The contract: exit 2, one line "error: ...", no traceback, naming every `names`."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    for name in names:
+        assert str(name) in lines[0], f"{name!r} not named in: {lines[0]}"
+    return lines[0]
+
+
+@dataclasses.dataclass
+class Case:
+    args: object  # (files folder, fresh out dir) -> argv
+    names: object  # (files folder, fresh out dir) -> strings the message must contain
+
+
+def train_parallel(src: str, tgt: str, *sets: str):
+    return lambda f, out: ["train", "parallel", "--src", f / src, "--tgt", f / tgt, "--out", out,
+                           "--set", *TINY_MODEL, *sets]
+
+
+def train_copy(*sets: str):
+    return lambda f, out: ["train", "copy", "--steps", "1", "--out", out, "--set", *sets]
+
+
+TRAIN_CASES = {
+    "missing --src file": Case(train_parallel("nowhere.en", "two.de"),
+                               lambda f, out: [f / "nowhere.en", "no such file"]),
+    "empty parallel file": Case(train_parallel("empty.en", "two.de"),
+                                lambda f, out: [f / "empty.en", "empty"]),
+    "line counts differ": Case(train_parallel("two.en", "one.de"),
+                               lambda f, out: [f / "two.en", f / "one.de", "2", "1"]),
+    "undecodable bytes": Case(train_parallel("latin1.en", "three.de"),
+                              lambda f, out: [f"{f / 'latin1.en'}:2:", "UTF-8"]),
+    "unknown --set key": Case(train_copy("d_modle=64"), lambda f, out: ["d_modle"]),
+    "ill-typed --set value": Case(train_copy("d_model=abc"), lambda f, out: ["d_model", "abc"]),
+    "--set without =": Case(train_copy("d_model"), lambda f, out: ["d_model", "KEY=VALUE"]),
+    "n_heads does not divide d_model": Case(train_copy("d_model=32", "n_heads=3"),
+                                            lambda f, out: ["n_heads=3", "d_model=32"]),
+    "dropout out of range": Case(train_copy("dropout=1.5"), lambda f, out: ["dropout=1.5"]),
+    "bad model value, translation task": Case(train_parallel("two.en", "two.de", "n_heads=5"),
+                                              lambda f, out: ["n_heads=5"]),
+    "unknown key in a recipe": Case(lambda f, out: ["train", "--config", f / "typo.toml", "--out", out],
+                                    lambda f, out: [f / "typo.toml", "d_modle"]),
+    "invalid TOML": Case(lambda f, out: ["train", "--config", f / "broken.toml", "--out", out],
+                         lambda f, out: [f / "broken.toml", "line 2"]),
+    "missing recipe file": Case(lambda f, out: ["train", "--config", f / "none.toml", "--out", out],
+                                lambda f, out: [f / "none.toml"]),
+    "parallel without --src": Case(lambda f, out: ["train", "parallel", "--out", out],
+                                   lambda f, out: ["--src"]),
+    "unknown task": Case(lambda f, out: ["train", "cpoy", "--out", out], lambda f, out: ["cpoy"]),
+    "--resume of a folder that is no run": Case(
+        lambda f, out: ["train", "--resume", f / "empty-run"],
+        lambda f, out: [f / "empty-run" / "config.json"]),
+    "--device cuda without CUDA": Case(lambda f, out: ["train", "copy", "--device", "cuda", "--out", out],
+                                       lambda f, out: ["--device cuda", "CUDA"]),
+    "--device of an unknown kind": Case(lambda f, out: ["train", "copy", "--device", "tpu", "--out", out],
+                                        lambda f, out: ["tpu"]),
+}
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES.values(), ids=TRAIN_CASES.keys())
+def test_train_rejects_bad_input(case, files, tmp_path, capsys):
+    if torch.cuda.is_available() and "cuda" in str(case.args(files, tmp_path)):
+        pytest.skip("this machine has CUDA, so --device cuda is not an error here")
+    out = tmp_path / "run"
+    code, _, err = run_main(capsys, case.args(files, out))
+    assert_user_error(code, err, *case.names(files, out))
+    # Nothing half-made is left behind to get in the way of the corrected command.
+    assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+def test_resume_of_a_run_without_checkpoints(files, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    code, _, err = run_main(capsys, ["train", "copy", "--steps", "0", "--out", run_dir,
+                                     "--set", *TINY_MODEL])
+    assert code == 0, err  # zero steps: config.json written, no checkpoint yet
+    assert (run_dir / "config.json").is_file()
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    code, _, err = run_main(capsys, ["train", "--resume", run_dir])
+    assert_user_error(code, err, run_dir, "no checkpoint")
+
+
+def test_resume_of_a_run_with_a_damaged_config(files, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"model": {"d_model": 32}}\n', encoding="utf-8")
+    code, _, err = run_main(capsys, ["train", "--resume", run_dir])
+    assert_user_error(code, err, run_dir / "config.json")
+    (run_dir / "config.json").write_text('{"model": {}, "train": {"stpes": 5}}\n', encoding="utf-8")
+    code, _, err = run_main(capsys, ["train", "--resume", run_dir])
+    assert_user_error(code, err, run_dir / "config.json", "stpes")
+
+
+# --- commands on a trained run ---------------------------------------------------------
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the shared run, for a test that damages it."""
+    return Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def truncate_weights(run_dir: Path, keep) -> list[Path]:
+    files = sorted(run_dir.glob("checkpoints/*/model.safetensors"))
+    assert files
+    for file in files:
+        data = file.read_bytes()
+        file.write_bytes(data[: keep(len(data))])
+    return files
+
+
+@pytest.mark.parametrize("command", ["translate", "evaluate"])
+@pytest.mark.parametrize("cut", ["half", "last bytes"])
+def test_truncated_checkpoint_names_the_file(command, cut, translation_run, tmp_path, capsys):
+    run_dir = copy_run(translation_run, tmp_path)
+    damaged = truncate_weights(run_dir, (lambda n: n // 2) if cut == "half" else (lambda n: n - 64))
+    args = [command, run_dir, "a dog"] if command == "translate" else [command, run_dir]
+    code, _, err = run_main(capsys, args)
+    line = assert_user_error(code, err, "model.safetensors")
+    named = Path(line.removeprefix("error: ").split(": ")[0])
+    assert named in damaged
+
+
+def test_config_json_that_does_not_match_the_checkpoint(translation_run, tmp_path, capsys):
+    run_dir = copy_run(translation_run, tmp_path)
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config["model"]["d_ff"] *= 2
+    (run_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    code, _, err = run_main(capsys, ["translate", run_dir, "a dog"])
+    assert_user_error(code, err, run_dir, "d_ff")
+
+
+def test_translate_without_a_run_directory(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["translate", tmp_path / "no-such-run", "a dog"])
+    assert_user_error(code, err, tmp_path / "no-such-run")
+
+
+def test_translate_a_run_without_checkpoints(translation_run, tmp_path, capsys):
+    run_dir = copy_run(translation_run, tmp_path)
+    shutil.rmtree(run_dir / "checkpoints")
+    code, _, err = run_main(capsys, ["translate", run_dir, "a dog"])
+    assert_user_error(code, err, run_dir, "no checkpoint")
+
+
+def test_sentence_longer_than_max_len_names_its_line(translation_run, tmp_path, capsys):
+    long = " ".join(["the red car"] * MAX_LEN)  # >= 3 * MAX_LEN tokens
+    text = tmp_path / "input.txt"
+    text.write_text(f"a dog eats the ball .\n{long}\n", encoding="utf-8")
+    code, out, err = run_main(capsys, ["translate", translation_run, "--input", text])
+    assert_user_error(code, err, "line 2", f"max_len={MAX_LEN}")
+    assert out == ""  # nothing half-translated
+
+
+def test_empty_input_line_gives_an_empty_output_line(translation_run, tmp_path, capsys):
+    text = tmp_path / "input.txt"
+    text.write_text("a dog eats the ball .\n\nthe cat likes a book .\n", encoding="utf-8")
+    code, out, err = run_main(capsys, ["translate", translation_run, "--beam", "2", "--input", text])
+    assert code == 0, err
+    lines = out.split("\n")
+    assert len(lines) == 4 and lines[3] == ""  # three lines, each ended by a newline
+    assert lines[1] == ""
+    # The empty line changes nothing around it: the same sentences alone translate the same.
+    code, alone, err = run_main(capsys, ["translate", translation_run, "--beam", "2",
+                                         "a dog eats the ball .", "the cat likes a book ."])
+    assert code == 0, err
+    assert alone.split("\n")[:2] == [lines[0], lines[2]]
+
+
+def test_sentences_may_follow_the_options(translation_run, capsys):
+    code, out, err = run_main(capsys, ["translate", translation_run, "--beam", "2", "a dog ."])
+    assert code == 0, err
+    assert len(out.splitlines()) == 1
+
+
+def test_translate_on_cuda_without_cuda(translation_run, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA, so --device cuda is not an error here")
+    code, _, err = run_main(capsys, ["translate", translation_run, "a dog", "--device", "cuda"])
+    assert_user_error(code, err, "--device cuda")
+
+
+@pytest.mark.parametrize("last", ["0", "-2"])
+def test_average_needs_at_least_one_checkpoint(last, translation_run, capsys):
+    code, _, err = run_main(capsys, ["average", translation_run, "--last", last])
+    assert_user_error(code, err, f"--last {last}")
+    assert not (translation_run / "checkpoints" / "averaged").exists()
+
+
+def test_unknown_command_and_option_are_one_line_too(capsys):
+    code, _, err = run_main(capsys, ["trian", "copy"])
+    assert_user_error(code, err, "trian")
+    code, _, err = run_main(capsys, ["train", "copy", "--stpes", "5"])
+    assert_user_error(code, err, "--stpes")

@@ -262,6 +262,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
     model.train()
     with StopFlag() as stop:
         while step < train_cfg.steps:
+            last_good = (data_state, ckpt.rng_state())  # where a divergence rolls back to
             micro = []
             for _ in range(train_cfg.accum_steps):
                 batch, data_state = next(stream)
@@ -282,8 +283,12 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                     out = label_smoothed_loss(logits, tgt_out, train_cfg.label_smoothing,
                                               model_cfg.pad_id)
                 if not torch.isfinite(out.loss):
-                    save()  # the weights are still those of the last good update
-                    raise UserError(f"training diverged: the loss is {float(out.loss)} at step "
+                    # The weights are still those of the last good update; save them with the
+                    # data position and RNG of that moment too, so the checkpoint resumes exactly.
+                    data_state = last_good[0]
+                    ckpt.set_rng_state(last_good[1])
+                    save()
+                    raise UserError(f"training diverged: the loss is {out.loss.item()} at step "
                                     f"{step + 1}; the last good state is saved in {run_dir}")
                 with no_sync():
                     (out.loss * (out.n_tokens * weight)).backward()

@@ -1,0 +1,114 @@
+"""The divergence guard: a NaN loss stops the run with a clear message, and what it saves is
+the last good state, from which the run can go on exactly.
+
+The NaN is injected by wrapping `transformer.train.label_smoothed_loss` (the function the
+training loop calls) so that its third call, the forward pass of step 3, returns NaN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from transformer import checkpoint as ckpt
+from transformer import train as training
+from transformer.cli import main
+from transformer.config import TransformerConfig
+from transformer.model import Transformer
+from transformer.schedule import adam
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
+            "dropout=0.1", "batch_size=8", "eval_examples=10", "log_every=1",
+            "eval_every=1000", "target_exact_match=0"]
+STEPS = 6
+
+
+def train_copy(run_dir: Path, *extra: str) -> int:
+    torch.set_num_threads(1)
+    return main(["train", "copy", "--config", str(REPO / "configs" / "copy.toml"), "--quiet",
+                 "--steps", str(STEPS), "--out", str(run_dir), "--set", *SETTINGS, *extra])
+
+
+def train_records(run_dir: Path) -> dict[int, float]:
+    records = {}
+    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["kind"] == "train":
+            records[record["step"]] = record["loss"]
+    return records
+
+
+def nan_from_call(n: int, monkeypatch) -> None:
+    real, calls = training.label_smoothed_loss, []
+
+    def loss_that_diverges(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(1)
+        return dataclasses.replace(out, loss=out.loss * math.nan) if len(calls) >= n else out
+
+    monkeypatch.setattr(training, "label_smoothed_loss", loss_that_diverges)
+
+
+@pytest.fixture(scope="module")
+def unbroken(tmp_path_factory) -> Path:
+    """The same run without a NaN, with a checkpoint after every second step."""
+    run_dir = tmp_path_factory.mktemp("unbroken") / "run"
+    assert train_copy(run_dir, "save_every=2") == 0
+    return run_dir
+
+
+def test_nan_loss_stops_with_one_line_and_saves_the_last_good_state(tmp_path, capsys, monkeypatch,
+                                                                    unbroken):
+    run_dir = tmp_path / "run"
+    nan_from_call(3, monkeypatch)
+    code = train_copy(run_dir, "save_every=1000")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "nan" in lines[0].lower() and "step 3" in lines[0] and str(run_dir) in lines[0]
+
+    # Steps 1 and 2 were logged, finite; the diverged step 3 was not.
+    logged = train_records(run_dir)
+    assert sorted(logged) == [1, 2] and all(math.isfinite(v) for v in logged.values())
+
+    # The checkpoint is that of step 2, whole and loadable, and it is the very state the
+    # unbroken run had after step 2: weights, and the data position and RNG for a resume.
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest is not None and latest.name == "step-000002"
+    cfg = TransformerConfig(**ckpt.read_config(latest))
+    model = Transformer(cfg)
+    optimizer = adam(model.parameters())
+    state = ckpt.load_checkpoint(latest, model, optimizer)
+    assert state["step"] == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+    good = Transformer(cfg)
+    good_state = ckpt.load_checkpoint(unbroken / "checkpoints" / "step-000002", good)
+    for (name, mine), (_, theirs) in zip(model.state_dict().items(), good.state_dict().items()):
+        assert torch.equal(mine, theirs), name
+    assert state["data"] == good_state["data"]
+    assert torch.equal(state["rng"]["torch"], good_state["rng"]["torch"])
+
+    # Once the cause is gone, the run resumes from there and ends as the unbroken one did.
+    monkeypatch.undo()
+    torch.set_num_threads(1)
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert train_records(run_dir) == train_records(unbroken)
+
+
+def test_nan_on_the_first_step_saves_step_zero(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    nan_from_call(1, monkeypatch)
+    code = train_copy(run_dir)
+    err = capsys.readouterr().err
+    assert code == 2 and "step 1" in err and "Traceback" not in err
+    latest = ckpt.latest_checkpoint(run_dir)
+    assert latest is not None and latest.name == "step-000000"

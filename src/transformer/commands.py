@@ -156,6 +156,11 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None) -> 
             src_ids = [int(t) + FIRST_SYMBOL for t in sentence.split()]
         except ValueError:
             raise UserError(f"--attention {sentence!r}: a synthetic-task run takes numbers, e.g. '3 1 4'") from None
+        symbols = cfg.src_vocab_size - FIRST_SYMBOL
+        for token in sentence.split():
+            if not 0 <= int(token) < symbols:
+                raise UserError(f"--attention {sentence!r}: symbol {token} is not one of this "
+                                f"run's symbols, 0 to {symbols - 1}")
         bos, eos = 1, 2
         show = lambda ids: [str(i - FIRST_SYMBOL) if i >= FIRST_SYMBOL else ["<pad>", "<bos>", "<eos>", "<unk>"][i] for i in ids]  # noqa: E731
     if not src_ids or len(src_ids) >= cfg.max_len:

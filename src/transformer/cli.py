@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint")
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--src", help="score these source sentences instead of a Multi30k split")
+    p.add_argument("--ref", help="... against these reference translations (with --src)")
     p.add_argument("--output", help="also write the translations to this file")
 
     p = sub.add_parser("average", help="average the last N checkpoints (as the paper did)")

@@ -96,21 +96,26 @@ def translate(args) -> int:
 
 
 def evaluate(args) -> int:
-    from .data.parallel import load_multi30k
+    from .data.parallel import load_multi30k, read_parallel
     from .data.translation import translate_texts
     from .evaluate import corpus_bleu
     model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
     _needs_tokenizer(tokenizer, args.run_dir)
     train = saved["train"]
-    pairs = load_multi30k(args.split, train["src_lang"], train["tgt_lang"],
-                          args.data_dir or train.get("data_dir") or None)
+    if args.src or args.ref:
+        if not (args.src and args.ref):
+            raise UserError("evaluate: give both --src and --ref, or neither")
+        pairs, name = read_parallel(args.src, args.ref), args.src
+    else:
+        pairs, name = load_multi30k(args.split, train["src_lang"], train["tgt_lang"],
+                                    args.data_dir or train.get("data_dir") or None), args.split
     hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam,
                                  train.get("length_penalty", 0.6), train.get("max_len_a", 1.0),
                                  train.get("max_len_b", 50), next(model.parameters()).device)
     score, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    print(f"BLEU = {score:.2f}  ({args.split}, {train['src_lang']}->{train['tgt_lang']}, "
+    print(f"BLEU = {score:.2f}  ({name}, {train['src_lang']}->{train['tgt_lang']}, "
           f"beam {args.beam}, {len(pairs)} sentences)")
     print(f"signature: {signature}")
     return 0

@@ -1,0 +1,76 @@
+"""End to end on a slice of Multi30k: train a small model for a few hundred steps on
+real sentence pairs, translate a file, score with sacreBLEU. Not about quality (that is
+benchmarks/multi30k.sh), about every piece of the pipeline working together."""
+
+import json
+
+import pytest
+
+from transformer.cli import main
+from transformer.data.parallel import find_multi30k_dir, load_multi30k
+from transformer.errors import UserError
+
+try:
+    DATA = find_multi30k_dir()
+except UserError as error:  # pragma: no cover - the data ships beside the repository
+    pytest.skip(f"Multi30k not found: {error}", allow_module_level=True)
+
+
+def write(path, lines):
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("smoke")
+    train = load_multi30k("train", "en", "de")[:3000]
+    valid = load_multi30k("val", "en", "de")[:60]
+    args = ["train", "parallel",
+            "--src", write(tmp / "train.en", [s for s, _ in train]),
+            "--tgt", write(tmp / "train.de", [t for _, t in train]),
+            "--valid-src", write(tmp / "valid.en", [s for s, _ in valid]),
+            "--valid-tgt", write(tmp / "valid.de", [t for _, t in valid]),
+            "--set", "vocab_size=1500", "d_model=64", "n_heads=4", "d_ff=128",
+            "n_encoder_layers=1", "n_decoder_layers=1", "dropout=0.1", "max_len=64",
+            "batch_tokens=1024", "warmup=100", "lr_factor=1.0", "eval_every=100",
+            "bleu_every=200", "beam_size=2", "log_every=10",
+            "--steps", "200", "--out", str(tmp / "run"), "--quiet"]
+    assert main(args) == 0
+    return tmp
+
+
+def test_training_loss_falls(run):
+    records = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    train = [r["loss"] for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert train[-1] < 0.75 * train[0], (train[0], train[-1])
+    assert evals[-1]["loss"] < evals[0]["loss"]
+    assert "bleu" in evals[-1] and evals[-1]["bleu"] >= 0.0
+    assert (run / "run" / "tokenizer.json").exists()
+    assert (run / "run" / "checkpoints" / "best" / "model.safetensors").exists()
+
+
+def test_translate_gives_one_line_per_input_line(run, capsys):
+    lines = ["A man is riding a bike.", "", "Two dogs play in the snow.", "A woman sings."]
+    capsys.readouterr()
+    assert main(["translate", str(run / "run"), "--beam", "2",
+                 "--input", write(run / "input.en", lines)]) == 0
+    out = capsys.readouterr().out.split("\n")
+    assert out[-1] == "" and len(out) - 1 == len(lines)
+    assert out[1] == ""  # an empty line translates to an empty line
+    assert all(out[i] for i in (0, 2, 3))
+
+
+def test_evaluate_prints_bleu_and_signature(run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(run / "run"), "--src", str(run / "valid.en"),
+                 "--ref", str(run / "valid.de"), "--beam", "1", "--output", str(run / "val.hyp")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("BLEU = ") and "nrefs:1" in out and "tok:13a" in out
+    assert len((run / "val.hyp").read_text().splitlines()) == 60
+
+
+def test_average_writes_an_averaged_checkpoint(run, capsys):
+    assert main(["average", str(run / "run"), "--last", "2"]) == 0
+    assert (run / "run" / "checkpoints" / "averaged" / "model.safetensors").exists()

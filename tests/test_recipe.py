@@ -1,0 +1,53 @@
+"""Recipes and --set: one flat set of keys, checked by name and by type."""
+
+from pathlib import Path
+
+import pytest
+
+from transformer.errors import UserError
+from transformer.recipe import MODEL_KEYS, TRAIN_KEYS, build_model_config, parse_sets, read_recipe, split_keys
+
+CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_recipe_is_valid(path):
+    model_keys, train = split_keys(read_recipe(path))
+    build_model_config(model_keys, vocab_size=8000, pad_id=0)
+    assert train.steps > 0
+
+
+def test_set_values_take_the_type_of_their_key():
+    values = parse_sets(["d_model=128", "dropout=0.3", "norm_first=true", "tie_embeddings=none",
+                         "lr_factor=2", "compile=false"])
+    assert values == {"d_model": 128, "dropout": 0.3, "norm_first": True,
+                      "tie_embeddings": "none", "lr_factor": 2.0, "compile": False}
+    assert isinstance(values["lr_factor"], float)
+
+
+@pytest.mark.parametrize("item,named", [
+    ("d_modle=128", "d_modle"),       # unknown key
+    ("d_model=abc", "d_model"),       # not an integer
+    ("norm_first=maybe", "norm_first"),
+    ("warmup", "warmup"),             # no value
+])
+def test_bad_set_items_name_the_key(item, named):
+    with pytest.raises(UserError, match=named):
+        parse_sets([item])
+
+
+def test_recipe_keys_are_checked(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('d_model = "wide"\n')
+    with pytest.raises(UserError, match="d_model") as error:
+        read_recipe(bad)
+    assert str(bad) in str(error.value)
+
+
+def test_model_and_training_keys_do_not_overlap():
+    assert not set(MODEL_KEYS) & set(TRAIN_KEYS)
+
+
+def test_invalid_model_values_become_user_errors():
+    with pytest.raises(UserError, match="n_heads"):
+        build_model_config({"d_model": 100, "n_heads": 3}, vocab_size=50, pad_id=0)

@@ -36,7 +36,7 @@ from transformer.schedule import NoamScheduler, adam
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "copy.toml"
-STEPS = 80  # long enough that a SIGTERM sent after the first few steps lands before the end
+STEPS = 60  # long enough that a SIGTERM sent after the first few steps lands before the end
 SETTINGS = [
     "d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
     "dropout=0.1",  # > 0: a resume that forgot the RNG state would draw other dropout masks

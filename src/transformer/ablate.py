@@ -330,7 +330,7 @@ def markdown_report(command: str, task: str, values: dict, table: str,
                     variants: tuple[Variant, ...]) -> str:
     device = values.get("device", "cpu")
     machine = torch.cuda.get_device_name(device) if device.startswith("cuda") else \
-        f"{platform.processor() or platform.machine()} CPU ({torch.get_num_threads()} torch threads)"
+        f"{platform.processor() or platform.machine()} CPU (torch threads: {torch.get_num_threads()})"
     lines = [f"# Ablation: {task}, {values['steps']} steps", "",
              f"`{command}`: every variant from seed {values.get('seed', 0)}, "
              f"on the same batches, for the same number of updates. Measured "

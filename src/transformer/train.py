@@ -82,6 +82,10 @@ def setup_distributed(device: torch.device) -> Distributed:
         return Distributed()
     import torch.distributed as dist
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # NCCL's collectives (broadcast_object_list, barrier) work on the current device:
+        # make it this process's GPU, not cuda:0 for every rank.
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend)
     return Distributed(dist.get_rank(), dist.get_world_size())

@@ -12,9 +12,10 @@ import torch
 from safetensors import safe_open
 
 import transformer as T
-from transformer.checkpoint import (average_checkpoints, latest_checkpoint, list_checkpoints,
+from transformer.averaging import average_checkpoints, save_average
+from transformer.checkpoint import (latest_checkpoint, list_checkpoints,
                                     load_checkpoint, load_weights, read_config, rng_state,
-                                    save_average, save_checkpoint, set_rng_state)
+                                    save_checkpoint, set_rng_state)
 from transformer.errors import UserError
 
 

@@ -12,8 +12,7 @@ One checkpoint is one folder, `RUN_DIR/checkpoints/step-000123/` (or a named one
 
 Saving is atomic: the files are written and fsynced into a hidden sibling folder
 `.tmp-NAME-PID`, which is then renamed into place. A kill at any moment leaves the old
-checkpoint or the new one, never half of one. Averaging (Section 6.1 of the paper: "the
-last 5 checkpoints") takes the element-wise mean of several checkpoints' weights.
+checkpoint or the new one, never half of one. Averaging lives in averaging.py.
 """
 
 from __future__ import annotations
@@ -409,62 +408,3 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-# --- averaging ---------------------------------------------------------------------------
-def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the weights of several checkpoints of one model.
-
-    The result is a full state_dict: tied names map to one tensor, so
-    `model.load_state_dict(result)` works and keeps the tying. Sums are taken in float64,
-    one checkpoint in memory at a time; integer tensors are taken from the first.
-    """
-    if not paths:
-        raise UserError("no checkpoints to average")
-    first = _weights_file(paths[0])
-    config, tied = _config_and_tied(first)
-    weights = _read_weights(first)
-    dtypes = {name: t.dtype for name, t in weights.items()}
-    total = {name: t.double() if t.is_floating_point() else t for name, t in weights.items()}
-    for path in paths[1:]:
-        file = _weights_file(path)
-        other_config = _config_and_tied(file)[0]
-        if config is not None and other_config is not None:
-            _check_config(other_config, config, file)
-        weights = _read_weights(file)
-        if set(weights) != set(total):
-            odd = sorted(set(weights) ^ set(total))[0]
-            raise UserError(f"{file}: tensor {odd!r} is in one checkpoint but not in {first}")
-        for name, tensor in weights.items():
-            if tensor.shape != total[name].shape:
-                raise UserError(f"{file}: tensor {name!r} has shape {tuple(tensor.shape)} "
-                                f"but {tuple(total[name].shape)} in {first}")
-            if tensor.is_floating_point():
-                total[name] += tensor.double()
-    mean = {name: (t / len(paths)).to(dtypes[name]) if t.is_floating_point() else t
-            for name, t in total.items()}
-    mean.update((alias, mean[name]) for alias, name in tied.items())
-    return mean
-
-
-def _config_and_tied(file: Path) -> tuple[dict | None, dict[str, str]]:
-    metadata = _read_metadata(file)
-    config = read_config(file) if "config" in metadata else None
-    try:
-        tied = json.loads(metadata.get("tied", "{}"))
-    except json.JSONDecodeError as err:
-        raise UserError(f"{file}: the stored map of tied tensors is not JSON ({err})") from err
-    return config, tied
-
-
-def save_average(run_dir: str | os.PathLike, paths: list[str | os.PathLike],
-                 name: str = "averaged") -> Path:
-    """Average `paths` and write a weights-only checkpoint `RUN_DIR/checkpoints/NAME/`."""
-    mean = average_checkpoints(paths)
-    tensors, tied = _deduplicate(mean)
-    metadata = {"tied": json.dumps(tied),
-                "averaged_from": json.dumps([Path(p).name for p in paths])}
-    config = _read_metadata(paths[0]).get("config")
-    if config is not None:
-        metadata["config"] = config
-    return _write_checkpoint(run_dir, name, tensors, metadata, state=None)

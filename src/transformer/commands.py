@@ -122,6 +122,7 @@ def evaluate(args) -> int:
 
 
 def average(args) -> int:
+    from .averaging import save_average
     run_dir = Path(args.run_dir)
     if args.last < 1:
         raise UserError(f"--last {args.last}: must be at least 1")
@@ -129,7 +130,7 @@ def average(args) -> int:
     if not paths:
         raise UserError(f"{run_dir}: no checkpoints to average")
     chosen = paths[-args.last:]
-    out = ckpt.save_average(run_dir, chosen)
+    out = save_average(run_dir, chosen)
     print(f"averaged {len(chosen)} checkpoints ({', '.join(p.name for p in chosen)}) into {out}")
     return 0
 

@@ -48,7 +48,8 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, bos_id: int, eos_id: i
     cache = model.decoder.new_cache() if use_cache else None
     for _ in range(max_len):
         step_in = ys[:, -1:] if use_cache else ys  # only the newest token when cached
-        logits = model.decode(step_in, memory, src_mask=src_mask, cache=cache)[:, -1]  # (B, V)
+        logits = model.decode(step_in, memory, src_mask=src_mask, cache=cache,
+                              last_only=True)[:, -1]  # (B, V)
         logits[:, [pad_id, bos_id]] = float("-inf")  # never emit <pad> or <bos>
         next_token = logits.argmax(-1)  # (B,)
         # A finished sentence gets <pad>: its later tokens are never looked at.

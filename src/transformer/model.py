@@ -68,12 +68,14 @@ class Transformer(nn.Module):
         return self.encoder(self.src_embed(src), src_mask)
 
     def decode(self, tgt_in: torch.Tensor, memory: torch.Tensor, src: torch.Tensor | None = None,
-               src_mask: torch.Tensor | None = None, cache: list[dict] | None = None) -> torch.Tensor:
-        """tgt_in (B, T), memory (B, S, D) -> logits (B, T, V).
+               src_mask: torch.Tensor | None = None, cache: list[dict] | None = None,
+               last_only: bool = False) -> torch.Tensor:
+        """tgt_in (B, T), memory (B, S, D) -> logits (B, T, V), or (B, 1, V) if last_only.
 
         The cross-attention mask comes from `src_mask`, or else from the padding of
         `src`. With a `cache` (from `self.decoder.new_cache()`), `tgt_in` holds only the
-        new positions; the earlier ones are in the cache.
+        new positions; the earlier ones are in the cache. Decoding needs the logits of
+        the last position alone: `last_only` skips the output projection of the others.
         """
         if src_mask is None and src is not None:
             src_mask = padding_mask(src, self.cfg.pad_id)
@@ -85,8 +87,8 @@ class Transformer(nn.Module):
         else:  # several new positions at once: causal over the whole prefix
             self_mask = causal_mask(start + tgt_in.size(1), tgt_in.device)[start:]
         x = self.tgt_embed(tgt_in, start=start)
-        h = self.decoder(x, memory, self_mask, src_mask, cache)
-        return self.generator(h)
+        h = self.decoder(x, memory, self_mask, src_mask, cache)  # (B, T, D)
+        return self.generator(h[:, -1:] if last_only else h)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """src (B, S), tgt_in (B, T) -> logits (B, T, V)."""

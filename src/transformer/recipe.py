@@ -35,6 +35,7 @@ class TrainConfig:
     device: str = "cpu"  # cpu | cuda | cuda:N
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     compile: bool = False  # torch.compile the model for training
+    threads: int = 0  # CPU threads for torch; 0 = PyTorch's default (one per core)
     # optimisation (Section 5.3, 5.4)
     lr_factor: float = 1.0
     warmup: int = 4000

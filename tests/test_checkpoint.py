@@ -14,8 +14,9 @@ from safetensors import safe_open
 import transformer as T
 from transformer.averaging import average_checkpoints, save_average
 from transformer.checkpoint import (latest_checkpoint, list_checkpoints,
-                                    load_checkpoint, load_weights, read_config, rng_state,
-                                    save_checkpoint, set_rng_state)
+                                    load_checkpoint, load_weights, read_config,
+                                    save_checkpoint)
+from transformer.train import rng_state, set_rng_state
 from transformer.errors import UserError
 
 

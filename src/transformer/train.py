@@ -148,6 +148,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def rng_state() -> dict:
+    """The global RNG states (Python, torch CPU, CUDA): saved in checkpoints for an exact resume."""
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what `rng_state` captured, so that the next random draw is the same."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 def autocast(train_cfg: TrainConfig, device: torch.device):
     if train_cfg.precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -221,7 +238,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
             raise UserError(f"{run_dir}: no checkpoint to resume from")
         state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
         step, data_state, best = state["step"], state["data"], state.get("best")
-        ckpt.set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
     train_model = model
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -243,7 +260,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
 
     def save(name: str | None = None) -> None:
         if dist.is_main:
-            train_state = {"step": step, "data": data_state, "rng": ckpt.rng_state(), "best": best}
+            train_state = {"step": step, "data": data_state, "rng": rng_state(), "best": best}
             ckpt.save_checkpoint(run_dir, step, model, optimizer, scheduler, train_state,
                                  keep_last=train_cfg.keep_last, name=name)
 
@@ -268,7 +285,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
     model.train()
     with StopFlag() as stop:
         while step < train_cfg.steps:
-            last_good = (data_state, ckpt.rng_state())  # where a divergence rolls back to
+            last_good = (data_state, rng_state())  # where a divergence rolls back to
             micro = []
             for _ in range(train_cfg.accum_steps):
                 batch, data_state = next(stream)
@@ -292,7 +309,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                     # The weights are still those of the last good update; save them with the
                     # data position and RNG of that moment too, so the checkpoint resumes exactly.
                     data_state = last_good[0]
-                    ckpt.set_rng_state(last_good[1])
+                    set_rng_state(last_good[1])
                     save()
                     raise UserError(f"training diverged: the loss is {out.loss.item()} at step "
                                     f"{step + 1}; the last good state is saved in {run_dir}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Time-to-quality on Multi30k English->German: train configs/multi30k.toml from scratch
+# Time-to-quality on Multi30k English->German: train the multi30k recipe from scratch
 # for a fixed wall-clock budget on this machine, average the last checkpoints (as the
 # paper does), and report sacreBLEU (detokenized, cased, beam 4) on val and
 # test_2016_flickr, with the signature. Run from the repository root after `make test`
@@ -19,9 +19,9 @@ mkdir -p "$RUN"
 LOG="$RUN.log"
 {
   echo "== multi30k benchmark: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, torch $($BIN/python -c 'import torch; print(torch.__version__, "threads", torch.get_num_threads())')"
-  echo "== train for at most $MINUTES minutes: configs/multi30k.toml"
+  echo "== train for at most $MINUTES minutes: the multi30k recipe"
   start=$(date +%s)
-  $BIN/transformer train multi30k --config configs/multi30k.toml --set max_minutes="$MINUTES" \
+  $BIN/transformer train multi30k --config multi30k --set max_minutes="$MINUTES" \
       --out "$RUN" --overwrite --quiet
   echo "== training took $(( $(date +%s) - start )) s of wall time"
   $BIN/transformer average "$RUN" --last "$LAST"

@@ -6,10 +6,11 @@ Pins down:
   normaliser), while the right attention is blind to it;
 - no scaling: softmax(Q K^T) V, different from the scaled weights and sharper;
 - the constant schedule starts at the Noam peak at update 1 and stays there;
-- `attention_replaced` changes the model's manual path only while it lasts;
+- `with_attention` changes the attention of the model it is given, and of no other;
 - the command trains every variant into OUT/<variant>/ with the same budget, prints the
   table, writes ablation.md and a valid ablation.png, and each variant differs from the
-  baseline in what it says it changes (and in its training).
+  baseline in what it says it changes (and in its training); the config.json of an
+  attention variant says which function its model ran.
 """
 
 import json
@@ -19,9 +20,10 @@ import pytest
 import torch
 
 import transformer.attention as attention_module
-from transformer import TransformerConfig, Transformer, causal_mask, scaled_dot_product_attention
-from transformer.ablate import (VARIANTS, attention_replaced, format_table,
-                                mask_after_softmax_attention, unscaled_attention)
+from transformer import (MultiHeadAttention, TransformerConfig, Transformer, causal_mask,
+                         scaled_dot_product_attention)
+from transformer.ablate import (VARIANTS, format_table, mask_after_softmax_attention,
+                                unscaled_attention, with_attention)
 from transformer.cli import main
 from transformer.schedule import adam, make_scheduler, noam_lr
 
@@ -100,17 +102,22 @@ def test_unknown_schedule_is_a_user_error():
         make_scheduler(adam([torch.nn.Parameter(torch.zeros(1))]), "cosine", 64, 200)
 
 
-def test_attention_replaced_changes_the_manual_path_only_while_it_lasts():
-    cfg = TransformerConfig.tiny(vocab_size=20, dropout=0.0, attention="manual")
-    model = Transformer(cfg).eval()
+def test_with_attention_changes_that_model_and_no_other():
+    cfg = TransformerConfig.tiny(vocab_size=20, dropout=0.0)  # fused: with_attention switches it
+    right_model, wrong_model = Transformer(cfg).eval(), Transformer(cfg).eval()
+    wrong_model.load_state_dict(right_model.state_dict())
     src = torch.tensor([[5, 6, 7, 2, 0, 0]])  # padded: the mistake has something to get wrong
     tgt_in = torch.tensor([[1, 5, 6, 7]])
     with torch.no_grad():
-        right = model(src, tgt_in)
-        with attention_replaced(mask_after_softmax_attention):
-            assert attention_module.scaled_dot_product_attention is mask_after_softmax_attention
-            wrong = model(src, tgt_in)
-        again = model(src, tgt_in)
+        right = right_model(src, tgt_in)
+        assert with_attention(wrong_model, mask_after_softmax_attention) is wrong_model
+        wrong = wrong_model(src, tgt_in)
+        again = right_model(src, tgt_in)
+    changed = [m for m in wrong_model.modules() if isinstance(m, MultiHeadAttention)]
+    assert len(changed) == 2 + 2 * 2  # every attention of the model, on the readable path
+    assert all(m.attention_fn is mask_after_softmax_attention and not m.fused for m in changed)
+    assert all(m.attention_fn is scaled_dot_product_attention and m.fused
+               for m in right_model.modules() if isinstance(m, MultiHeadAttention))
     assert attention_module.scaled_dot_product_attention is scaled_dot_product_attention
     assert not torch.allclose(right, wrong, atol=1e-4)
     assert torch.equal(right, again)
@@ -154,6 +161,13 @@ def test_ablate_trains_every_variant_and_writes_the_report(tmp_path, capsys):
     assert first_lr("baseline") == pytest.approx(peak * 5 / warmup)
     assert model("mask-after-softmax")["attention"] == model("no-scaling")["attention"] == "manual"
     assert model("untied")["tie_embeddings"] == "none" and model("pre-LN")["norm_first"] is True
+    for name, function in (("mask-after-softmax", "mask_after_softmax_attention"),
+                           ("no-scaling", "unscaled_attention")):
+        ablation = runs[name][0]["ablation"]  # the config alone does not make the mistake
+        assert ablation["attention_fn"] == f"transformer.ablate.{function}"
+        assert "attends correctly" in ablation["not_in_config"]
+    assert all("attention_fn" not in runs[name][0]["ablation"]
+               for name in ("baseline", "no-warmup", "untied", "pre-LN"))
     for name in names[1:]:  # the variant changed training, not just its label
         assert not math.isclose(runs[name][1][-1]["loss"], runs["baseline"][1][-1]["loss"])
 

@@ -1,4 +1,5 @@
-"""Gradient accumulation (PITFALLS 7): k micro-batches make one update, exactly.
+"""Gradient accumulation: k micro-batches make one update, exactly (a plain mean of
+micro-batch means would weight short batches' tokens more).
 
 With `accum_steps=k` an optimizer update takes the next k batches of the stream. Each
 micro-batch's loss (a mean over its real target tokens) is weighted by its share of the

@@ -2,15 +2,18 @@
 
 Pins down:
 - Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V, with masked keys (True = may attend)
-  getting exactly zero weight, whatever values they hold (PITFALLS 3);
+  getting exactly zero weight, whatever values they hold: a padding key must not leak
+  into any output;
 - a query row with nothing to attend to gives zeros, never NaN, and finite gradients, on
-  both paths (PITFALLS 2);
+  both paths: one NaN would spread through the backward pass to the whole batch;
 - the readable "manual" path and the "fused" path (F.scaled_dot_product_attention) agree
   to 1e-5, with and without masks;
 - MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W_i^Q, ...),
   i.e. the same function as nn.MultiheadAttention with the same (3D, D) in-projection;
 - shapes: per-head q, k, v (B, H, S, D/H), weights (B, H, T, S), output (B, T, D);
-- the KV cache reproduces full causal self-attention one position at a time.
+- the KV cache reproduces full causal self-attention one position at a time;
+- the manual path's function is an attribute of each module: setting it on one model
+  changes that model and no other.
 """
 
 import math
@@ -20,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from transformer import (MultiHeadAttention, Transformer, TransformerConfig, causal_mask,
+                         scaled_dot_product_attention)
 
 B, H, T, S, D = 3, 4, 5, 7, 32
 
@@ -223,3 +227,25 @@ def test_kv_cache_reproduces_causal_self_attention(fused):
     assert cross_cache["k"].shape == (B, H, S, D // H)
     again = mha(x[:, :1], torch.zeros_like(memory), cache=cross_cache)  # memory not read again
     torch.testing.assert_close(again, first)
+
+
+def test_the_attention_function_is_set_per_model():
+    torch.manual_seed(0)
+    cfg = TransformerConfig.tiny(vocab_size=20, dropout=0.0, attention="manual")
+    changed, other = Transformer(cfg).eval(), Transformer(cfg).eval()
+    other.load_state_dict(changed.state_dict())
+    src, tgt_in = torch.tensor([[5, 6, 7, 2, 0]]), torch.tensor([[1, 5, 6]])
+
+    def uniform_attention(q, k, v, mask=None, dropout_p=0.0):  # zero queries: equal weights
+        return scaled_dot_product_attention(torch.zeros_like(q), k, v, mask, dropout_p)
+
+    with torch.no_grad():
+        before = changed(src, tgt_in)
+        for module in changed.modules():
+            if isinstance(module, MultiHeadAttention):
+                module.attention_fn = uniform_attention
+        after, untouched = changed(src, tgt_in), other(src, tgt_in)
+    assert not torch.allclose(after, before, atol=1e-4)
+    assert torch.equal(untouched, before)
+    assert all(m.attention_fn is scaled_dot_product_attention
+               for m in other.modules() if isinstance(m, MultiHeadAttention))

@@ -244,7 +244,7 @@ def test_weights_only_checkpoint_cannot_resume_an_optimizer(tmp_path):
         load_checkpoint(path, resumed, *make_training(resumed))
 
 
-# --- atomic saves ----------------------------------------------------------------------------
+# --- atomic saves (end to end; the folder mechanics alone are in test_atomic.py) ------------
 def hidden_entries(run_dir):
     return sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("."))
 
@@ -276,8 +276,8 @@ def test_failed_rename_keeps_the_old_checkpoint(tmp_path, monkeypatch):
 # Where the saving process dies: (os function, its n-th call, before or after it runs,
 # whether the new checkpoint is in place by then).
 KILL_POINTS = [
-    ("fsync", 1, "before", False),   # weights written, state.pt not yet
-    ("fsync", 2, "before", False),   # state.pt written, not yet flushed
+    ("fsync", 1, "before", False),   # both files written, neither flushed
+    ("fsync", 2, "before", False),   # weights flushed, state.pt not yet
     ("replace", 1, "after", False),  # old checkpoint moved aside, new one not in place
     ("replace", 2, "after", True),   # new one in place, old one not yet deleted
 ]

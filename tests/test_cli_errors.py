@@ -1,7 +1,7 @@
 """Bad input gets one clear line, never a traceback: the command line's error contract.
 
 Every case runs `transformer.cli.main([...])` as the `transformer` command would and
-checks the contract of DESIGN.md: exit code 2, exactly one line on stderr, starting with
+checks the contract a user can rely on: exit code 2, exactly one line on stderr, starting with
 "error:", no traceback, and the message names what is wrong and where (the file, the
 line, the key). The translate cases use one small trained translation run, built once.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import assert_user_error, run_main
 from transformer.cli import main
 
 # 200 made-up English -> German sentence pairs from a tiny grammar: enough for a BPE
@@ -75,25 +76,6 @@ def files(tmp_path_factory) -> Path:
     (folder / "broken.toml").write_text('task = "copy"\nd_model = = 64\n', encoding="utf-8")
     (folder / "empty-run").mkdir()
     return folder
-
-
-def run_main(capsys, args: list[str]) -> tuple[int, str, str]:
-    torch.set_num_threads(1)
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_user_error(code: int, err: str, *names: str) -> str:
-    """The contract: exit 2, one line "error: ...", no traceback, naming every `names`."""
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    assert lines[0].startswith("error: ")
-    for name in names:
-        assert str(name) in lines[0], f"{name!r} not named in: {lines[0]}"
-    return lines[0]
 
 
 @dataclasses.dataclass

@@ -11,19 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import run_main
 from transformer.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
 ATTENTION_FILES = {"attention-encoder-layer1.png", "attention-decoder-self-layer1.png",
                    "attention-cross-layer1.png"}  # one map per kind and layer; one layer each
-
-
-def run_main(capsys, args: list) -> tuple[int, str, str]:
-    torch.set_num_threads(1)
-    code = main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -48,7 +41,7 @@ def assert_pictures(paths: list[Path], min_bytes: int = 3000) -> None:
 def copy_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("copy") / "run"
     torch.set_num_threads(1)
-    code = main(["train", "copy", "--config", str(REPO / "configs" / "copy.toml"), "--quiet",
+    code = main(["train", "copy", "--config", "copy", "--quiet",
                  "--steps", "6", "--out", str(run_dir), "--set", *TINY_MODEL, "batch_size=8",
                  "eval_examples=10", "log_every=1", "eval_every=3", "target_exact_match=0"])
     assert code == 0

@@ -268,7 +268,7 @@ LONGER_WINS = {(): {EOS: 0.5, A: 0.45}, (A,): {A: 0.99}, (A, A): {A: 0.99}, (A, 
 
 
 def test_a_longer_hypothesis_can_win_after_the_best_one_ended():
-    """PITFALLS 5: do not stop because the top hypothesis ended.
+    """Do not stop because the top hypothesis ended: a longer open one can still win.
 
     <eos> is the most likely first token (0.5), but "a a a <eos>" (0.45 * 0.99^3) has a
     better length-normalised score. The search must keep going: after step 1 the open

@@ -115,7 +115,7 @@ def test_only_rank_0_writes(ddp_run):
 @slow
 def test_ddp_with_accumulation_equals_one_step_on_everything(tmp_path):
     """accum_steps=2 on two ranks: four micro-batches, one update (gradient sync skipped
-    on the first micro-batch with no_sync, PITFALLS 7)."""
+    on the first micro-batch with no_sync: syncing every micro-batch would only cost time)."""
     run_dir = tmp_path / "run"
     torchrun("-m", "transformer", "train", "copy", "--out", str(run_dir), "--steps", "1",
              "--quiet", "--set", *TINY_SETS, "accum_steps=2")

@@ -1,4 +1,5 @@
-"""Label-smoothed cross-entropy (Section 5.4) that ignores padding (PITFALLS 4)."""
+"""Label-smoothed cross-entropy (Section 5.4) that ignores padding (else <pad> targets
+would be learned and dilute the mean over real tokens)."""
 
 import math
 

@@ -1,7 +1,8 @@
 """Attention masks (Section 3.2.3): which keys each query may look at.
 
 Pins down the project-wide convention: boolean masks, True = may attend (the polarity of
-`F.scaled_dot_product_attention`, the opposite of nn.Transformer's, PITFALLS 1), shaped to
+`F.scaled_dot_product_attention`, the opposite of nn.Transformer's: mixing the two up
+silently inverts a mask), shaped to
 broadcast against the scores (B, H, T, S):
 - `causal_mask(S)` is (S, S), lower triangle True: query i sees keys 0..i;
 - `padding_mask(tokens, pad)` is (B, 1, 1, S), False exactly at <pad> keys;

@@ -22,7 +22,6 @@ from transformer.config import TransformerConfig
 from transformer.model import Transformer
 from transformer.schedule import adam
 
-REPO = Path(__file__).resolve().parents[1]
 SETTINGS = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
             "dropout=0.1", "batch_size=8", "eval_examples=10", "log_every=1",
             "eval_every=1000", "target_exact_match=0"]
@@ -31,7 +30,7 @@ STEPS = 6
 
 def train_copy(run_dir: Path, *extra: str) -> int:
     torch.set_num_threads(1)
-    return main(["train", "copy", "--config", str(REPO / "configs" / "copy.toml"), "--quiet",
+    return main(["train", "copy", "--config", "copy", "--quiet",
                  "--steps", str(STEPS), "--out", str(run_dir), "--set", *SETTINGS, *extra])
 
 

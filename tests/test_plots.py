@@ -1,7 +1,6 @@
-"""Executable spec of plots.py: metrics.jsonl -> learning-curve PNGs, and recorded
-attention weights -> one heatmap PNG per kind and layer."""
-
-import json
+"""Executable spec of plots.py: metrics.jsonl -> learning-curve PNGs, several runs'
+training losses -> one PNG, and recorded attention weights -> one heatmap PNG per kind
+and layer."""
 
 import pytest
 import torch
@@ -9,9 +8,10 @@ import torch
 import transformer as T
 from transformer.errors import UserError
 from transformer.plots import (
-    collect_attention, metric_series, plot_attention, plot_curves, read_metrics,
-    recording_attention, smooth,
+    collect_attention, plot_attention, plot_curves, plot_losses, recording_attention, smooth,
 )
+
+from test_metrics import write_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -20,53 +20,6 @@ def assert_png(path, min_bytes=5_000):
     data = path.read_bytes()
     assert data[:8] == PNG_SIGNATURE, f"{path.name} is not a PNG"
     assert len(data) >= min_bytes, f"{path.name} is only {len(data)} bytes: is anything drawn?"
-
-
-def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):
-    lines = []
-    for step in range(10, 410, 10):
-        lines.append({"kind": "train", "step": step, "loss": 5.0 / (1 + step / 100),
-                      "lr": 1e-3 * min(step / 100, (100 / step) ** 0.5), "tokens_per_s": 5000.0})
-        if step % 100 == 0:
-            record = {"kind": "eval", "step": step, "loss": 4.0 / (1 + step / 100), "ppl": 20.0,
-                      "accuracy": step / 1000}
-            if bleu:
-                record["bleu"] = step / 20
-            if exact_match:
-                record["exact_match"] = step / 400
-            lines.append(record)
-    text = "".join(json.dumps(record) + "\n" for record in lines)
-    if truncated_tail:  # a run killed in the middle of writing a line
-        text += '{"kind": "train", "step": 410, "lo'
-    (run_dir / "metrics.jsonl").write_text(text)
-
-
-# --- reading ---------------------------------------------------------------------------
-
-def test_read_metrics_skips_a_truncated_last_line(tmp_path):
-    write_metrics(tmp_path)
-    records = read_metrics(tmp_path / "metrics.jsonl")
-    assert len(records) == 40 + 4
-    assert records[-1]["step"] == 400
-
-
-def test_a_bad_middle_line_names_the_file_and_line(tmp_path):
-    path = tmp_path / "metrics.jsonl"
-    path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{oops\n{"kind": "train", "step": 2}\n')
-    with pytest.raises(UserError, match=r"metrics\.jsonl:2: not valid JSON"):
-        read_metrics(path)
-
-
-def test_metric_series_sorts_keeps_the_latest_repeat_and_drops_missing_or_bad_values():
-    records = [
-        {"kind": "train", "step": 20, "loss": 3.0},
-        {"kind": "train", "step": 10, "loss": 4.0},
-        {"kind": "train", "step": 20, "loss": 2.5},  # a resumed run repeating step 20
-        {"kind": "train", "step": 30},                # no loss in this record
-        {"kind": "train", "step": 40, "loss": float("nan")},
-        {"kind": "eval", "step": 20, "loss": 9.0},    # other kind
-    ]
-    assert metric_series(records, "train", "loss") == ([10, 20], [4.0, 2.5])
 
 
 def test_smooth_starts_at_the_first_value_and_keeps_a_constant():
@@ -106,6 +59,21 @@ def test_metrics_with_no_records_raises_user_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"kind": "train", "st')  # only a truncated line
     with pytest.raises(UserError, match="no records"):
         plot_curves(tmp_path)
+
+
+def test_plot_losses_draws_every_run_with_a_curve(tmp_path):
+    steps = list(range(10, 210, 10))
+    curves = {"baseline": (steps, [4.0 / (1 + s / 50) for s in steps]),
+              "no-warmup": (steps, [6.0 / (1 + s / 100) for s in steps]),
+              "diverged": ([], [])}  # no record: left out, not an error
+    path = plot_losses(curves, tmp_path / "ablation.png")
+    assert path == tmp_path / "ablation.png"
+    assert_png(path)
+
+
+def test_plot_losses_to_an_unwritable_place_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot write"):
+        plot_losses({"baseline": ([1, 2], [2.0, 1.0])}, tmp_path / "missing" / "ablation.png")
 
 
 # --- attention -------------------------------------------------------------------------

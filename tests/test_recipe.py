@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from transformer.errors import UserError
-from transformer.recipe import MODEL_KEYS, TRAIN_KEYS, build_model_config, parse_sets, read_recipe, split_keys
+from transformer.recipe import RECIPES_DIR, MODEL_KEYS, TRAIN_KEYS, build_model_config, parse_sets, read_recipe, split_keys
 
-CONFIGS = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.toml"))
+CONFIGS = sorted(RECIPES_DIR.glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

@@ -34,8 +34,7 @@ from transformer.config import TransformerConfig
 from transformer.model import Transformer
 from transformer.schedule import NoamScheduler, adam
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "copy.toml"
+CONFIG = "copy"
 STEPS = 60  # long enough that a SIGTERM sent after the first few steps lands before the end
 SETTINGS = [
     "d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",

@@ -17,7 +17,7 @@ from transformer.train import train
 
 
 def copy_run(tmp_path, **overrides):
-    values = read_recipe("configs/copy.toml")
+    values = read_recipe("copy")
     values.update(overrides)
     model_keys, train_cfg = split_keys(values)
     task = make_task(train_cfg, tmp_path, model_keys)

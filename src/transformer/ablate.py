@@ -38,13 +38,13 @@ pre-LN (Section 3.1 is post-LN: LayerNorm(x + Sublayer(x))). Not a mistake but t
     alternative (`norm_first = true`): x + Sublayer(LayerNorm(x)), as in GPT-2; it trains
     without warm-up more easily, and post-LN often ends slightly better when it trains.
 
-The two attention mistakes are made without touching the model: `attention_replaced`
-swaps the module-level `transformer.attention.scaled_dot_product_attention`, which
-MultiHeadAttention calls on its readable path, for the wrong function while the variant
-trains, and the variant sets `attention = "manual"` (the fused path never calls it).
-Their config.json therefore describes a correct model with the trained weights of a
-wrong one: `transformer translate` on those run directories does not reproduce the
-mistake. Every other variant is plain recipe keys.
+The two attention mistakes are made on the variant's own model: `with_attention` sets
+the wrong function as the `attention_fn` of each of its MultiHeadAttention modules and
+puts them on the readable path (the fused kernel never calls it); no other model, and
+nothing at module level, changes. No recipe key can say "this function", so a model
+built from those variants' config.json attends correctly: `transformer translate` on
+their run directories does not reproduce the mistake. Their config.json says so under
+"ablation". Every other variant is plain recipe keys.
 
 `--task multi30k` trains on a slice of Multi30k (the first MULTI30K_TRAIN_PAIRS training
 pairs, MULTI30K_VALID_PAIRS validation pairs, written to OUT/data/ and read as task
@@ -59,27 +59,27 @@ import dataclasses
 import json
 import math
 import platform
+import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from torch import nn
 
-from . import attention as attention_module
+from .attention import MultiHeadAttention, scaled_dot_product_attention
 from .errors import UserError
-from .plots import metric_series, read_metrics
+from .metrics import metric_series, read_metrics
+from .plots import plot_losses
 from .recipe import build_model_config, parse_sets, read_recipe, split_keys
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs"
 TASKS = ("copy", "multi30k")
 MULTI30K_TRAIN_PAIRS = 3000
 MULTI30K_VALID_PAIRS = 200
-# Over configs/multi30k.toml: a model and a budget for a few minutes of CPU per variant.
+# Over the multi30k recipe: a model and a budget for a few minutes of CPU per variant.
 MULTI30K_SLICE = {
     "vocab_size": 2000, "d_model": 64, "n_heads": 4, "n_encoder_layers": 2,
     "n_decoder_layers": 2, "d_ff": 256, "dropout": 0.1, "attention_dropout": 0.0,
@@ -90,7 +90,7 @@ MULTI30K_SLICE = {
 FORCED = {"target_exact_match": 0.0}  # every variant gets the whole budget
 
 
-# --- the two wrong attentions (same signature as attention.scaled_dot_product_attention) --
+# --- the two wrong attentions (the signature of scaled_dot_product_attention), on a model
 
 def mask_after_softmax_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -111,27 +111,22 @@ def unscaled_attention(
     mask: torch.Tensor | None = None, dropout_p: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mistake: softmax(Q K^T) V, without the 1 / sqrt(d_k); masking done right."""
-    scores = q @ k.transpose(-2, -1)  # (..., T, S), variance ~ d_k rather than ~ 1
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1)
-    if mask is not None:
-        weights = weights.masked_fill(~mask, 0.0)
-    if dropout_p > 0.0:
-        weights = F.dropout(weights, p=dropout_p)
-    return weights @ v, weights
+    # The right function, given queries sqrt(d_k) times larger: its division cancels,
+    # and the scores keep a variance of ~ d_k rather than ~ 1.
+    return scaled_dot_product_attention(q * math.sqrt(q.size(-1)), k, v, mask, dropout_p)
 
 
-@contextlib.contextmanager
-def attention_replaced(function: Callable) -> Iterator[None]:
-    """Inside the block, MultiHeadAttention's manual path calls `function` instead of
-    `scaled_dot_product_attention`; the right one is back afterwards, even on error."""
-    right = attention_module.scaled_dot_product_attention
-    attention_module.scaled_dot_product_attention = function
-    try:
-        yield
-    finally:
-        attention_module.scaled_dot_product_attention = right
+def with_attention(model: nn.Module, function: Callable) -> nn.Module:
+    """Make every MultiHeadAttention of `model` call `function`; returns `model`.
+
+    Only this model changes. Its attention modules go to the readable path, the one
+    that calls `attention_fn` (the fused kernel never would).
+    """
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.attention_fn = function
+            module.fused = False
+    return model
 
 
 # --- the variants ----------------------------------------------------------------------
@@ -141,7 +136,7 @@ class Variant:
     name: str
     change: str  # what differs from the baseline, in a few words
     keys: dict = field(default_factory=dict)  # recipe keys applied over the baseline's
-    attention: Callable | None = None  # a wrong attention function (with attention="manual")
+    attention: Callable | None = None  # a wrong attention function, set by `with_attention`
 
 
 VARIANTS = (
@@ -176,7 +171,7 @@ def ablate(task: str = "copy", sets: dict | None = None, steps: int | None = Non
                 raise UserError(f"{run_dir}: already holds a run; use another --out or --overwrite")
             shutil.rmtree(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    values = read_recipe(find_recipe(task))
+    values = read_recipe(task)  # the shipped recipe of that name
     if task == "multi30k":
         values.update(MULTI30K_SLICE)
     values.update(sets or {})
@@ -220,22 +215,32 @@ def run_variant(variant: Variant, values: dict, run_dir: Path) -> dict:
             contextlib.redirect_stdout(log):
         task = make_task(train_cfg, run_dir, model_keys)
         model_cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
+        ablation = {"variant": variant.name, "change": variant.change}
+        if variant.attention is not None:
+            function = variant.attention
+            ablation["attention_fn"] = f"{function.__module__}.{function.__name__}"
+            ablation["not_in_config"] = ("attention_fn was set on the trained model by "
+                                         "with_attention: a model built from this config "
+                                         "alone attends correctly")
         (run_dir / "config.json").write_text(json.dumps(
             {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg),
-             "ablation": {"variant": variant.name, "change": variant.change}},
-            indent=2) + "\n", encoding="utf-8")
-        wrong = attention_replaced(variant.attention) if variant.attention else contextlib.nullcontext()
+             "ablation": ablation}, indent=2) + "\n", encoding="utf-8")
+        # Every variant's model is built here, from the same seed as train() uses, so all
+        # start from the same weights and the RNG is in the same state when training begins.
+        torch.manual_seed(train_cfg.seed)
+        random.seed(train_cfg.seed)
+        model = Transformer(model_cfg)
+        if variant.attention is not None:
+            with_attention(model, variant.attention)
         started = time.perf_counter()
         try:
-            with wrong:
-                training.train(run_dir, model_cfg, train_cfg, task, quiet=True)
+            training.train(run_dir, model_cfg, train_cfg, task, quiet=True, model=model)
         except UserError as error:  # a diverged variant is a result, not the end of the ablation
             failure = str(error)
             print(failure)
         wall_s = time.perf_counter() - started
-    parameters = Transformer(model_cfg).num_parameters()
-    return summarize(variant.name, read_metrics(run_dir / "metrics.jsonl"), parameters, wall_s,
-                     failure)
+    return summarize(variant.name, read_metrics(run_dir / "metrics.jsonl"),
+                     model.num_parameters(), wall_s, failure)
 
 
 def summarize(name: str, records: list[dict], parameters: int, wall_s: float,
@@ -259,14 +264,6 @@ def summarize(name: str, records: list[dict], parameters: int, wall_s: float,
         "failure": failure,
         "curve": metric_series(records, "train", "loss"),
     }
-
-
-def find_recipe(task: str) -> Path:
-    for folder in (RECIPES_DIR, Path.cwd() / "configs"):
-        if (folder / f"{task}.toml").is_file():
-            return folder / f"{task}.toml"
-    raise UserError(f"configs/{task}.toml not found (looked in {RECIPES_DIR} and "
-                    f"{Path.cwd() / 'configs'}); run from a checkout of the repository")
 
 
 def write_multi30k_slice(values: dict, folder: Path) -> dict:
@@ -342,42 +339,3 @@ def markdown_report(command: str, task: str, values: dict, table: str,
              "fused one whatever the mistake; compare their seconds with that in mind.", ""]
     lines += [f"- **{v.name}**: {v.change}" for v in variants]
     return "\n".join(lines) + "\n"
-
-
-def plot_losses(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
-    """The training-loss curves of all variants on one axes, log-scale y."""
-    figure = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = figure.add_subplot()
-    for name, (steps, losses) in curves.items():
-        if steps:
-            ax.plot(steps, losses, label=name, linewidth=1.2)
-    ax.set_yscale("log")
-    # Plain numbers (0.5, 2, 3) on the log axis rather than 5 x 10^-1, 2 x 10^0.
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_title("training loss by variant")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (label-smoothed, nats per token)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    try:
-        figure.savefig(path, dpi=120)
-    except OSError as error:
-        raise UserError(f"{path}: cannot write ({error.strerror})") from None
-    return path
-
-
-# --- the command ---------------------------------------------------------------------------
-
-def command_ablate(args) -> int:
-    """`transformer ablate`: run the variants, print the table, say where the files are."""
-    sets = parse_sets([item for group in args.sets for item in group])
-    out = Path(args.out or f"runs/ablate-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
-    results = ablate(args.task, sets, args.steps, out, overwrite=args.overwrite)
-    print()
-    print(format_table(results, "bleu" if args.task == "multi30k" else "exact_match"), end="")
-    for r in results:
-        if r["failure"]:
-            print(f"{r['variant']}: {r['failure']}")
-    print(f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}, and a run directory per variant")
-    return 0

@@ -15,7 +15,9 @@ attend, broadcastable to (B, H, T, S) (see masks.py).
 Two paths compute the same thing: "manual" calls the function below; "fused" calls
 `torch.nn.functional.scaled_dot_product_attention`, which never materialises the
 weights and is much faster. A query row whose keys are all masked gives zeros, never
-NaN, on both paths (tests/test_attention.py checks that they agree).
+NaN, on both paths (tests/test_attention.py checks that they agree). The manual path
+calls the module's `attention_fn` attribute, not the function by name, so that an
+experiment can swap it on one model and leave every other model alone (ablate.py).
 
 For incremental decoding the module takes a `cache` dict: in self-attention it keeps
 the keys and values of the positions seen so far and appends the new ones; in
@@ -66,6 +68,7 @@ class MultiHeadAttention(nn.Module):
         self.w_o = nn.Linear(d_model, d_model)
         self.attention_dropout = attention_dropout
         self.fused = fused
+        self.attention_fn = scaled_dot_product_attention  # what the manual path calls
         self.record_weights = False  # set by plots: keep the last weights in self.weights
         self.weights: torch.Tensor | None = None
 
@@ -103,7 +106,7 @@ class MultiHeadAttention(nn.Module):
         if self.fused and not self.record_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p)
+            out, weights = self.attention_fn(q, k, v, mask, dropout_p)
             if self.record_weights:
                 self.weights = weights.detach()
         B, H, T, d_k = out.shape

@@ -4,7 +4,7 @@ obtained by averaging the last 5 checkpoints, which were written at 10-minute in
 `average_checkpoints(paths)` is the element-wise mean of the weights of several
 checkpoints of one model (a state_dict, tying kept); `save_average(run_dir, paths)`
 writes it as a weights-only checkpoint folder, `RUN_DIR/checkpoints/averaged/`, in the
-layout of checkpoint.py, whose file-level helpers it uses.
+layout of checkpoint.py, whose readers and `save_weights` it uses.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (_check_config, _deduplicate, _read_metadata, _read_weights,
-                         _weights_file, _write_checkpoint, read_config)
+from .checkpoint import (check_config, read_config, read_metadata, read_weights, save_weights,
+                         weights_file)
 from .errors import UserError
 
 
@@ -29,17 +29,17 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tenso
     """
     if not paths:
         raise UserError("no checkpoints to average")
-    first = _weights_file(paths[0])
+    first = weights_file(paths[0])
     config, tied = _config_and_tied(first)
-    weights = _read_weights(first)
+    weights = read_weights(first)
     dtypes = {name: t.dtype for name, t in weights.items()}
     total = {name: t.double() if t.is_floating_point() else t for name, t in weights.items()}
     for path in paths[1:]:
-        file = _weights_file(path)
+        file = weights_file(path)
         other_config = _config_and_tied(file)[0]
         if config is not None and other_config is not None:
-            _check_config(other_config, config, file)
-        weights = _read_weights(file)
+            check_config(other_config, config, file)
+        weights = read_weights(file)
         if set(weights) != set(total):
             odd = sorted(set(weights) ^ set(total))[0]
             raise UserError(f"{file}: tensor {odd!r} is in one checkpoint but not in {first}")
@@ -56,7 +56,7 @@ def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tenso
 
 
 def _config_and_tied(file: Path) -> tuple[dict | None, dict[str, str]]:
-    metadata = _read_metadata(file)
+    metadata = read_metadata(file)
     config = read_config(file) if "config" in metadata else None
     try:
         tied = json.loads(metadata.get("tied", "{}"))
@@ -69,10 +69,8 @@ def save_average(run_dir: str | os.PathLike, paths: list[str | os.PathLike],
                  name: str = "averaged") -> Path:
     """Average `paths` and write a weights-only checkpoint `RUN_DIR/checkpoints/NAME/`."""
     mean = average_checkpoints(paths)
-    tensors, tied = _deduplicate(mean)
-    metadata = {"tied": json.dumps(tied),
-                "averaged_from": json.dumps([Path(p).name for p in paths])}
-    config = _read_metadata(paths[0]).get("config")
+    metadata = {"averaged_from": json.dumps([Path(p).name for p in paths])}
+    config = read_metadata(paths[0]).get("config")
     if config is not None:
         metadata["config"] = config
-    return _write_checkpoint(run_dir, name, tensors, metadata, state=None)
+    return save_weights(run_dir, name, mean, metadata)

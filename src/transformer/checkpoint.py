@@ -10,9 +10,8 @@ One checkpoint is one folder, `RUN_DIR/checkpoints/step-000123/` (or a named one
                         position); read only with `torch.load(weights_only=True)`, so
                         nothing from a run directory is ever unpickled as code
 
-Saving is atomic: the files are written and fsynced into a hidden sibling folder
-`.tmp-NAME-PID`, which is then renamed into place. A kill at any moment leaves the old
-checkpoint or the new one, never half of one. Averaging lives in averaging.py.
+The folder is written through atomic.py, so a kill at any moment leaves the old checkpoint
+or the new one, never half of one. Averaging lives in averaging.py.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import torch
@@ -29,14 +27,12 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import UserError
+from .atomic import list_folders, remove_folder, write_folder
+from .errors import UserError, one_line
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 STEP_PATTERN = re.compile(r"step-(\d+)")
-# Hidden work folders: `.tmp-` a save in progress, `.old-` a checkpoint being replaced,
-# `.del-` one being deleted. Each ends in the pid of the process that made it.
-WORK_PATTERN = re.compile(r"\.(tmp|old|del)-(.+)-(\d+)")
 # Fields that change how a model runs but not what it is: a checkpoint trained with
 # dropout 0.1 loads fine into the same model built with dropout 0 for decoding.
 RUNTIME_FIELDS = frozenset({"dropout", "attention_dropout", "activation_dropout", "attention"})
@@ -60,8 +56,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module,
     model = unwrap(model)
     if config is None and dataclasses.is_dataclass(getattr(model, "cfg", None)):
         config = dataclasses.asdict(model.cfg)
-    tensors, tied = _deduplicate(model.state_dict())
-    metadata = {"step": str(step), "tied": json.dumps(tied)}
+    metadata = {"step": str(step)}
     if config is not None:
         metadata["config"] = json.dumps(config)
     state = {
@@ -70,15 +65,36 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "train_state": _plain(train_state if train_state is not None else {}, "train_state"),
     }
-    path = _write_checkpoint(run_dir, name or _step_name(step), tensors, metadata, state)
+    path = _save(run_dir, name or f"step-{step:06d}", model.state_dict(), metadata, state)
     if keep_last is not None:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            _remove_folder(old)
+            remove_folder(old)
     return path
 
 
-def _step_name(step: int) -> str:
-    return f"step-{step:06d}"
+def save_weights(run_dir: str | os.PathLike, name: str, state_dict: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> Path:
+    """Write a weights-only checkpoint `RUN_DIR/checkpoints/NAME/` atomically; return its path.
+
+    No state.pt: it loads into a model but cannot resume training. `metadata` (strings) is
+    stored beside "tied"; with "config" (the model config as JSON) loads are checked.
+    """
+    return _save(run_dir, name, state_dict, dict(metadata or {}), state=None)
+
+
+def _save(run_dir: str | os.PathLike, name: str, state_dict: dict[str, torch.Tensor],
+          metadata: dict[str, str], state: dict | None) -> Path:
+    """Write one checkpoint folder (state.pt only when `state` is given) through atomic.py."""
+    tensors, tied = _deduplicate(state_dict)
+    metadata = {**metadata, "tied": json.dumps(tied)}
+
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        if state is not None:
+            with open(tmp / STATE_FILE, "wb") as f:
+                torch.save(state, f)
+
+    return write_folder(Path(run_dir) / "checkpoints", name, fill)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -122,10 +138,8 @@ def _plain(value, where: str):
     """
     if type(value).__module__ == "numpy" and hasattr(value, "ndim"):  # np.float64 is a float too
         return torch.from_numpy(value.copy()) if value.ndim else value.item()
-    if value is None or type(value) in (bool, int, float, complex, str, bytes, torch.dtype,
-                                        torch.device, torch.Size):
-        return value
-    if isinstance(value, torch.Tensor):
+    if value is None or isinstance(value, torch.Tensor) or type(value) in (
+            bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size):
         return value
     if isinstance(value, dict):
         return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
@@ -135,101 +149,12 @@ def _plain(value, where: str):
                     "store tensors, numbers, strings, lists, tuples or dicts")
 
 
-def _write_checkpoint(run_dir: str | os.PathLike, name: str, tensors: dict[str, torch.Tensor],
-                     metadata: dict[str, str], state: dict | None) -> Path:
-    """Write one checkpoint folder atomically: into `.tmp-NAME-PID`, fsync, rename into place."""
-    if not name or "/" in name or os.sep in name or name.startswith("."):
-        raise ValueError(f"name={name!r} must be a plain folder name")
-    folder = Path(run_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
-    _tidy(folder, delete=True)
-    pid = os.getpid()
-    tmp, final, old = folder / f".tmp-{name}-{pid}", folder / name, folder / f".old-{name}-{pid}"
-    try:
-        tmp.mkdir()
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
-        _fsync_path(tmp / WEIGHTS_FILE)
-        if state is not None:
-            with open(tmp / STATE_FILE, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-        _fsync_path(tmp)
-        if final.exists():
-            # Moved aside, not deleted, until the new one is in place; `tidy` moves it back
-            # if we die between the two renames.
-            os.replace(final, old)
-        os.replace(tmp, final)
-        _fsync_path(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not final.exists():
-            os.replace(old, final)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's entry to disk, so that a rename after it is durable."""
-    if os.name != "posix" and path.is_dir():
-        return  # folders cannot be opened for fsync outside POSIX
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _remove_folder(path: Path) -> None:
-    """Delete a checkpoint folder; renamed to a hidden name first so that a kill
-    half-way through the deletion never leaves a half checkpoint under a real name."""
-    trash = path.with_name(f".del-{path.name}-{os.getpid()}")
-    os.replace(path, trash)
-    shutil.rmtree(trash)
-
-
-def _tidy(folder: Path, delete: bool) -> None:
-    """Repair after a killed save: a checkpoint moved aside (`.old-`) whose replacement
-    never arrived is moved back. With `delete`, the other leftovers are removed. Work
-    folders of a process that is still alive (another saver) are left alone."""
-    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
-        match = WORK_PATTERN.fullmatch(entry.name)
-        if match is None:
-            continue
-        kind, name, pid = match.group(1), match.group(2), int(match.group(3))
-        if pid != os.getpid() and _alive(pid):
-            continue
-        try:
-            if kind == "old" and not (folder / name).exists():
-                os.replace(entry, folder / name)
-            elif delete:
-                shutil.rmtree(entry)
-        except OSError:
-            pass  # a read-only run directory: list_checkpoints still sees the `.old-` one
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
-
-
 # --- finding -----------------------------------------------------------------------------
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """The complete `step-*` checkpoint folders of a run, oldest step first."""
-    folder = Path(run_dir) / "checkpoints"
-    _tidy(folder, delete=False)
     found: dict[int, Path] = {}
-    for entry in folder.iterdir() if folder.is_dir() else []:
-        match = STEP_PATTERN.fullmatch(entry.name)
-        work = WORK_PATTERN.fullmatch(entry.name)
-        if work is not None and work.group(1) == "old" and not (folder / work.group(2)).exists():
-            match = STEP_PATTERN.fullmatch(work.group(2))  # moved aside and not moved back
+    for name, entry in list_folders(Path(run_dir) / "checkpoints").items():
+        match = STEP_PATTERN.fullmatch(name)
         if match is not None and (entry / WEIGHTS_FILE).is_file():
             found[int(match.group(1))] = entry
     return [found[step] for step in sorted(found)]
@@ -242,7 +167,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
 
 
 # --- loading -----------------------------------------------------------------------------
-def _weights_file(path: str | os.PathLike) -> Path:
+def weights_file(path: str | os.PathLike) -> Path:
     """`path/model.safetensors` for a checkpoint folder; UserError when it is missing."""
     path = Path(path)
     if not path.exists():
@@ -253,20 +178,20 @@ def _weights_file(path: str | os.PathLike) -> Path:
     return file
 
 
-def _read_metadata(path: str | os.PathLike) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The safetensors metadata of a checkpoint (reads only the header)."""
-    file = _weights_file(path)
+    file = weights_file(path)
     try:
         with safe_open(str(file), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{file}: not a readable safetensors file ({_first_line(err)})") from err
+        raise UserError(f"{file}: not a readable safetensors file ({one_line(err)})") from err
 
 
 def read_config(path: str | os.PathLike) -> dict:
     """The model config stored with a checkpoint, as a dict."""
-    file = _weights_file(path)
-    text = _read_metadata(file).get("config")
+    file = weights_file(path)
+    text = read_metadata(file).get("config")
     if text is None:
         raise UserError(f"{file}: no model config in the metadata")
     try:
@@ -275,33 +200,32 @@ def read_config(path: str | os.PathLike) -> dict:
         raise UserError(f"{file}: the stored model config is not valid JSON ({err})") from err
 
 
-def _read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint as stored (tied ones once), on the CPU."""
-    file = _weights_file(path)
+    file = weights_file(path)
     try:
         with safe_open(str(file), framework="pt", device="cpu") as f:
             return {name: f.get_tensor(name) for name in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise UserError(f"{file}: truncated or corrupt ({_first_line(err)})") from err
+        raise UserError(f"{file}: truncated or corrupt ({one_line(err)})") from err
 
 
 def load_weights(path: str | os.PathLike, model: nn.Module) -> None:
     """Copy a checkpoint's weights into `model` in place, so tied parameters stay tied.
 
-    UserError naming the file when it is missing or corrupt, when its config differs from
-    the model's in a field that matters, or when a tensor is missing, extra or of
-    another shape.
+    UserError naming the file when it is missing or corrupt, when its config differs from the
+    model's in a field that matters, or when a tensor is missing, extra or of another shape.
     """
     model = unwrap(model)
-    file = _weights_file(path)
-    metadata = _read_metadata(file)
+    file = weights_file(path)
+    metadata = read_metadata(file)
     if "config" in metadata and dataclasses.is_dataclass(getattr(model, "cfg", None)):
-        _check_config(read_config(file), dataclasses.asdict(model.cfg), file)
-    stored = _read_weights(file)
+        check_config(read_config(file), dataclasses.asdict(model.cfg), file)
+    stored = read_weights(file)
     model.load_state_dict(_expand(stored, model.state_dict(), file))
 
 
-def _check_config(stored: dict, current: dict, file: Path) -> None:
+def check_config(stored: dict, current: dict, file: Path) -> None:
     """UserError on the first architecture field that differs between the two configs."""
     for field, value in current.items():
         if field in RUNTIME_FIELDS or field not in stored or stored[field] == value:
@@ -347,7 +271,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
     The returned dict always has "step" (None for an averaged checkpoint). A weights-only
     checkpoint returns just that and cannot restore an optimizer: UserError if one is given.
     """
-    file = _weights_file(path).with_name(STATE_FILE)
+    file = weights_file(path).with_name(STATE_FILE)
     # Read state.pt before touching the model, so a damaged one changes nothing.
     state = _read_state(file) if file.is_file() else None
     load_weights(path, model)
@@ -355,7 +279,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
         if optimizer is not None or scheduler is not None:
             raise UserError(f"{file}: no such file; this checkpoint holds weights only "
                             "and cannot resume training")
-        return {"step": _stored_step(file.with_name(WEIGHTS_FILE))}
+        step = read_metadata(file.with_name(WEIGHTS_FILE)).get("step")
+        return {"step": int(step) if step is not None and step.isdigit() else None}
     for part, obj in (("optimizer", optimizer), ("scheduler", scheduler)):
         if obj is None:
             continue
@@ -364,15 +289,10 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module,
         try:
             obj.load_state_dict(state[part])
         except (ValueError, KeyError, RuntimeError) as err:
-            raise UserError(f"{file}: the {part} state does not fit ({_first_line(err)})") from err
+            raise UserError(f"{file}: the {part} state does not fit ({one_line(err)})") from err
     train_state = dict(state.get("train_state") or {})
     train_state.setdefault("step", state.get("step"))
     return train_state
-
-
-def _stored_step(file: Path) -> int | None:
-    step = _read_metadata(file).get("step")
-    return int(step) if step is not None and step.isdigit() else None
 
 
 def _read_state(file: Path) -> dict:
@@ -380,12 +300,7 @@ def _read_state(file: Path) -> dict:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a damaged file; all mean the same
-        raise UserError(f"{file}: truncated or corrupt ({_first_line(err)})") from err
+        raise UserError(f"{file}: truncated or corrupt ({one_line(err)})") from err
     if not isinstance(state, dict):
         raise UserError(f"{file}: not a checkpoint state (holds a {type(state).__name__})")
     return state
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:200]

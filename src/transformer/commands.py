@@ -1,59 +1,119 @@
-"""The commands that use a finished (or running) run directory: translate, evaluate,
-average, plot; and `data`, which downloads a corpus. `train` lives in cli.py next to
-the argument parser, since it is where recipes and flags are merged.
+"""The body of every `transformer` command; cli.py parses the arguments and calls one.
 
-Which weights: `--checkpoint DIR` if given, else RUN_DIR/checkpoints/averaged (written
-by `average`), else best (highest validation BLEU or exact match), else the latest.
+    train       a recipe (+ --set, + flags) -> a run directory, trained (or --resume one)
+    translate   sentences in, translations out
+    evaluate    sacreBLEU of a run on a Multi30k split or on any parallel files
+    average     the mean of the last N checkpoints
+    plot        learning curves and attention maps as PNG
+    data        download a corpus
+    ablate      the classic mistakes trained next to the baseline
+
+Each takes the parsed arguments and returns the exit code; a mistake of the user's is a
+UserError, which cli.py prints on one line.
 """
 
 from __future__ import annotations
 
-import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from . import checkpoint as ckpt
-from .config import TransformerConfig
+from . import distributed
+from . import train as training
+from .ablate import ablate as run_ablation
+from .ablate import format_table
+from .averaging import save_average
+from .data.batching import collate
+from .data.parallel import download_multi30k, load_multi30k, read_lines, read_parallel
+from .data.synthetic import FIRST_SYMBOL
+from .data.translation import translate_texts
+from .decoding import greedy_decode
 from .errors import UserError
-from .model import Transformer
+from .evaluate import corpus_bleu
+from .plots import collect_attention, plot_attention, plot_curves, recording_attention
+from .recipe import TrainConfig, build_model_config, parse_sets, read_recipe, split_keys
+from .rundir import load_run, make_run_dir, read_settings, write_config
+from .tasks import make_task
+
+TASK_CHOICES = ("copy", "reverse", "sort", "multi30k", "parallel")
 
 
-def pick_checkpoint(run_dir: Path, explicit: str | None) -> Path:
-    if explicit:
-        return Path(explicit)
-    for name in ("averaged", "best"):
-        if (run_dir / "checkpoints" / name).is_dir():
-            return run_dir / "checkpoints" / name
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is None:
-        raise UserError(f"{run_dir}: no checkpoint found in {run_dir / 'checkpoints'}")
-    return latest
+# --- train ----------------------------------------------------------------------------------
+
+def train(args) -> int:
+    if args.resume:
+        model_keys, train_cfg = read_settings(Path(args.resume))
+        if args.steps is not None:
+            train_cfg.steps = args.steps
+    else:
+        if not args.task and not args.config:
+            raise UserError("train: give a TASK (copy, reverse, sort, multi30k, parallel) or --resume RUN_DIR")
+        model_keys, train_cfg = resolve_settings(args)
+        if train_cfg.task not in TASK_CHOICES:
+            raise UserError(f"task {train_cfg.task!r}: expected one of {', '.join(TASK_CHOICES)}")
+        # Check the model keys now, before a run directory (or a tokenizer) is made for them;
+        # the vocabulary is not known yet, any will do for this check.
+        build_model_config(model_keys, vocab_size=8, pad_id=0)
+
+    with distributed.process_group(distributed.resolve_device(train_cfg.device)) as ctx:
+        made = {}
+
+        def prepare() -> str:
+            # Under torchrun, rank 0 alone creates the run directory, the task (a translation
+            # task trains and saves its tokenizer) and config.json; then the others read them.
+            run_dir = Path(args.resume) if args.resume else \
+                make_run_dir(args.out, train_cfg.task, args.overwrite)
+            made["task"] = make_task(train_cfg, run_dir, model_keys)
+            if not args.resume:
+                write_config(run_dir, build_model_config(model_keys, made["task"].vocab_size,
+                                                         made["task"].pad_id), train_cfg)
+            return str(run_dir)
+
+        run_dir = Path(distributed.main_first(ctx, prepare))
+        task = made.get("task") or make_task(train_cfg, run_dir, model_keys, quiet=True)
+        model_cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
+        started = time.time()
+        summary = training.train(run_dir, model_cfg, train_cfg, task, resume=bool(args.resume),
+                                 quiet=args.quiet)
+        if ctx.is_main:
+            print_summary(summary, task, time.time() - started, run_dir)
+    return 0
 
 
-def load_run(run_dir: str, checkpoint: str | None = None, device: str = "cpu"):
-    """(model in eval mode, tokenizer or None, saved config dict) from a run directory."""
-    from .cli import read_run_config
-    from .train import resolve_device
+def resolve_settings(args) -> tuple[dict, TrainConfig]:
+    """Dataclass defaults < recipe (--config) < --set < explicit flags (--steps, --seed, ...)."""
+    values = {}
+    if args.config:
+        values.update(read_recipe(args.config))
+    values.update(parse_sets([item for group in args.sets for item in group]))
+    if args.task:
+        values["task"] = args.task
+    for key, flag in (("steps", args.steps), ("seed", args.seed), ("device", args.device),
+                      ("data_dir", args.data_dir), ("src", args.src), ("tgt", args.tgt),
+                      ("valid_src", args.valid_src), ("valid_tgt", args.valid_tgt)):
+        if flag is not None:
+            values[key] = flag
+    return split_keys(values)
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    saved = read_run_config(run_dir)
-    try:
-        cfg = TransformerConfig(**saved["model"])
-    except (TypeError, ValueError, KeyError) as error:
-        raise UserError(f"{run_dir / 'config.json'}: invalid model config ({error})") from None
-    model = Transformer(cfg)
-    ckpt.load_weights(pick_checkpoint(run_dir, checkpoint), model)
-    model.to(resolve_device(device)).eval()
-    tokenizer = None
-    if (run_dir / "tokenizer.json").exists():
-        from .data.tokenizer import Tokenizer
-        tokenizer = Tokenizer.load(run_dir / "tokenizer.json")
-    return model, tokenizer, saved
 
+def print_summary(summary: dict, task, wall_s: float, run_dir: Path) -> None:
+    print(f"\ndone: {summary.get('steps')} steps in {wall_s:.1f} s; run saved in {run_dir}")
+    if "exact_match" in summary:
+        print(f"exact match on {len(task.eval_pairs)} held-out sequences: {summary['exact_match']:.1%}")
+    if "bleu" in summary:
+        print(f"validation BLEU: {summary['bleu']:.2f}")
+    examples = getattr(task, "examples", [])
+    if examples:
+        print("examples (source => reference | model):")
+        for src, ref, hyp in examples:
+            mark = "ok " if ref == hyp else "   "
+            print(f"  {mark}{src} => {ref} | {hyp}")
+
+
+# --- using a trained run --------------------------------------------------------------------
 
 def _needs_tokenizer(tokenizer, run_dir) -> None:
     if tokenizer is None:
@@ -61,7 +121,7 @@ def _needs_tokenizer(tokenizer, run_dir) -> None:
 
 
 def read_input(args) -> list[str]:
-    from .data.parallel import read_lines
+    """The sentences to translate: the arguments, --input FILE, or stdin."""
     if args.sentences and args.input:
         raise UserError("translate: give sentences as arguments or --input FILE, not both")
     if args.sentences:
@@ -83,22 +143,23 @@ def read_input(args) -> list[str]:
 
 
 def translate(args) -> int:
-    from .data.translation import translate_texts
     model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
     _needs_tokenizer(tokenizer, args.run_dir)
-    train = saved["train"]
     outputs = translate_texts(model, tokenizer, read_input(args), args.beam,
-                              train.get("length_penalty", 0.6), train.get("max_len_a", 1.0),
-                              train.get("max_len_b", 50), next(model.parameters()).device)
+                              **decoding_settings(saved), device=next(model.parameters()).device)
     for line in outputs:
         print(line)
     return 0
 
 
+def decoding_settings(saved: dict) -> dict:
+    """The run's length penalty and output length limit, for translate_texts."""
+    train = saved["train"]
+    return {"length_penalty": train.get("length_penalty", 0.6),
+            "max_len_a": train.get("max_len_a", 1.0), "max_len_b": train.get("max_len_b", 50)}
+
+
 def evaluate(args) -> int:
-    from .data.parallel import load_multi30k, read_parallel
-    from .data.translation import translate_texts
-    from .evaluate import corpus_bleu
     model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
     _needs_tokenizer(tokenizer, args.run_dir)
     train = saved["train"]
@@ -110,8 +171,7 @@ def evaluate(args) -> int:
         pairs, name = load_multi30k(args.split, train["src_lang"], train["tgt_lang"],
                                     args.data_dir or train.get("data_dir") or None), args.split
     hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam,
-                                 train.get("length_penalty", 0.6), train.get("max_len_a", 1.0),
-                                 train.get("max_len_b", 50), next(model.parameters()).device)
+                                 **decoding_settings(saved), device=next(model.parameters()).device)
     score, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
@@ -122,7 +182,6 @@ def evaluate(args) -> int:
 
 
 def average(args) -> int:
-    from .averaging import save_average
     run_dir = Path(args.run_dir)
     if args.last < 1:
         raise UserError(f"--last {args.last}: must be at least 1")
@@ -136,7 +195,6 @@ def average(args) -> int:
 
 
 def plot(args) -> int:
-    from .plots import plot_curves
     run_dir = Path(args.run_dir)
     written = plot_curves(run_dir)
     if args.attention is not None:
@@ -148,16 +206,12 @@ def plot(args) -> int:
 
 def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None) -> list[Path]:
     """Decode `sentence`, then draw every attention map of the forward pass that scores it."""
-    from .data.batching import collate
-    from .decoding import greedy_decode
-    from .plots import collect_attention, plot_attention, recording_attention
-    model, tokenizer, saved = load_run(str(run_dir), checkpoint)
+    model, tokenizer, _ = load_run(str(run_dir), checkpoint)
     cfg = model.cfg
     if tokenizer is not None:
         src_ids, bos, eos = tokenizer.encode(sentence), tokenizer.bos_id, tokenizer.eos_id
         show = lambda ids: [tokenizer.inner.id_to_token(i) for i in ids]  # noqa: E731
     else:  # synthetic task: the sentence is symbols, e.g. "3 1 4 1 5"
-        from .data.synthetic import FIRST_SYMBOL
         try:
             src_ids = [int(t) + FIRST_SYMBOL for t in sentence.split()]
         except ValueError:
@@ -180,13 +234,23 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None) -> 
     return plot_attention(maps, show(src[0].tolist()), show(tgt_in[0].tolist()), run_dir / "plots")
 
 
+# --- the rest -------------------------------------------------------------------------------
+
 def data(args) -> int:
-    from .data.parallel import download_multi30k
     for path in download_multi30k(args.out):
         print(path)
     return 0
 
 
 def ablate(args) -> int:
-    from .ablate import command_ablate
-    return command_ablate(args)
+    """Run the variants, print the table, say where the files are."""
+    sets = parse_sets([item for group in args.sets for item in group])
+    out = Path(args.out or f"runs/ablate-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
+    results = run_ablation(args.task, sets, args.steps, out, overwrite=args.overwrite)
+    print()
+    print(format_table(results, "bleu" if args.task == "multi30k" else "exact_match"), end="")
+    for r in results:
+        if r["failure"]:
+            print(f"{r['variant']}: {r['failure']}")
+    print(f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}, and a run directory per variant")
+    return 0

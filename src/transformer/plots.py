@@ -4,6 +4,8 @@ Curves: `plot_curves(run_dir)` reads `run_dir/metrics.jsonl` (one JSON object pe
 `"kind": "train"` or `"eval"`, each with a `"step"`) and writes into `run_dir/plots/`:
 loss.png (training loss, lightly smoothed, and validation loss), lr.png (the learning
 rate), and bleu.png / exact_match.png when the evaluations carry those keys.
+`plot_losses(curves, path)` draws the training losses of several runs on one axes (the
+ablation's figure).
 
 Attention: run a forward pass inside `recording_attention(model)`, gather the weights
 with `collect_attention(model)` -> {"encoder": [(H, S, S)], "decoder_self": [(H, T, T)],
@@ -18,74 +20,21 @@ GUI backend and leaves pyplot's global state alone.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 from torch import nn
 
 from .attention import MultiHeadAttention
 from .errors import UserError
+from .metrics import METRICS_FILE, metric_series, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 SMOOTHING = 0.6  # weight of the past in the training-loss average: light, as TensorBoard's default
 ATTENTION_KINDS = ("encoder", "decoder_self", "cross")  # also the order the maps are drawn in
-
-
-# --- reading metrics.jsonl ---------------------------------------------------------
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a metrics.jsonl file, in file order.
-
-    A last line that does not parse is skipped: a run killed while writing leaves one.
-    Anywhere else a bad line means a damaged file and raises UserError naming the line.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: metrics file not found")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise UserError(f"{path}: cannot read ({error.strerror})") from None
-    # Bytes rather than text: a kill can also cut a multi-byte character in half.
-    lines = [(n, line) for n, line in enumerate(data.split(b"\n"), start=1) if line.strip()]
-    records = []
-    for i, (number, line) in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError alike
-            if i == len(lines) - 1:
-                break
-            raise UserError(f"{path}:{number}: not valid JSON") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
-
-
-def metric_series(records: list[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of `key` in the records of `kind`, sorted by step.
-
-    Records without the key, or with a value that is not a finite number, are left out.
-    When a step appears twice (a resumed run repeats the steps after its last
-    checkpoint), the later record wins.
-    """
-    by_step: dict[int, float] = {}
-    for record in records:
-        step, value = record.get("step"), record.get(key)
-        if record.get("kind") == kind and _is_number(step) and _is_number(value):
-            if math.isfinite(value):
-                by_step[int(step)] = float(value)
-    steps = sorted(by_step)
-    return steps, [by_step[s] for s in steps]
-
-
-def _is_number(value) -> bool:
-    # bool is an int in Python, but `true` is not a loss.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
@@ -151,6 +100,23 @@ def _loss_figure(records: list[dict]) -> Figure | None:
         ax.plot(eval_steps, eval_loss, color="tab:orange", marker="o", label="validation")
     ax.legend()
     return figure
+
+
+def plot_losses(curves: dict[str, tuple[list[int], list[float]]], path: str | Path) -> Path:
+    """The training-loss curves {name: (steps, losses)} of several runs on one axes, log y."""
+    figure = _line_figure("training loss by variant",
+                          "training loss (label-smoothed, nats per token)")
+    ax = figure.axes[0]
+    for name, (steps, losses) in curves.items():
+        if steps:
+            ax.plot(steps, losses, label=name, linewidth=1.2)
+    ax.set_yscale("log")
+    # Plain numbers (0.5, 2, 3) on the log axis rather than 5 x 10^-1, 2 x 10^0.
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.grid(True, which="both", alpha=0.3)  # minor lines too: a log axis has few major ones
+    ax.legend()
+    return _save(figure, Path(path))
 
 
 def _line_figure(title: str, ylabel: str) -> Figure:

@@ -5,6 +5,10 @@ A key is either a model key (a `TransformerConfig` field such as `d_model`, `n_h
 used in the code, the TOML recipe, on the command line and in the docs. Resolution
 order: dataclass defaults < recipe file < `--set` < explicit flags (`--steps`, ...).
 
+The shipped recipes (recipes/*.toml: copy, multi30k, base, big) are package data, so a
+pip-installed user has them too; `--config NAME` picks one by name, `--config FILE`
+reads any file.
+
 Unknown keys and ill-typed values are the user's to fix: they raise UserError naming
 the key (the CLI prints it and exits 2). The vocabulary sizes and `pad_id` are not keys:
 they come from the task (its tokenizer or its symbol set).
@@ -121,13 +125,31 @@ def _article(kind: str) -> str:
             "str": "a string"}[kind]
 
 
-def read_recipe(path: str | Path) -> dict:
-    """A flat TOML recipe -> {key: value}, each key checked."""
-    path = Path(path)
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes that come with the package."""
+    return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: `name_or_path` itself if it is a file, else the shipped recipe of that name."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name_or_path}.toml"
+    if shipped.is_file():
+        return shipped
+    raise UserError(f"{name_or_path}: no such recipe file, nor a shipped recipe "
+                    f"({', '.join(shipped_recipes())})")
+
+
+def read_recipe(name_or_path: str | Path) -> dict:
+    """A flat TOML recipe (a file, or a shipped recipe's name) -> {key: value}, each key checked."""
+    path = find_recipe(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such recipe file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: not valid TOML: {error}") from None
     return {key: _typed(key, value, str(path)) for key, value in data.items()}

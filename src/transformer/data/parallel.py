@@ -22,7 +22,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 MULTI30K_SPLITS = ("train", "val", "test_2016_flickr")
 MULTI30K_LANGS = ("en", "de", "fr", "cs")
@@ -52,11 +52,6 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_MULTI30K = Path("..") / "shared" / "data" / "multi30k"
 
 
-def _one_line(error: BaseException) -> str:
-    """An exception's message squeezed onto one line (the CLI prints exactly one)."""
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def _read_bytes(path: Path) -> bytes:
     """The file's bytes, decompressed when the name ends in .gz."""
     if not path.exists():
@@ -70,9 +65,9 @@ def _read_bytes(path: Path) -> bytes:
         return path.read_bytes()
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         # EOFError: a truncated download; zlib.error: damaged compressed data.
-        raise UserError(f"{path}: not a valid gzip file ({_one_line(e)})") from None
+        raise UserError(f"{path}: not a valid gzip file ({one_line(e)})") from None
     except OSError as e:
-        raise UserError(f"{path}: cannot read ({e.strerror or _one_line(e)})") from None
+        raise UserError(f"{path}: cannot read ({e.strerror or one_line(e)})") from None
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
@@ -187,7 +182,7 @@ def _fetch(url: str, out_dir: Path, name: str, expected_sha256: str) -> Path:
     except (urllib.error.URLError, OSError) as e:
         # URLError covers unreachable hosts and HTTP errors (HTTPError is a subclass);
         # OSError covers timeouts, dropped connections and a full disk.
-        raise UserError(f"{url}: download of {name} failed ({_one_line(e)})") from None
+        raise UserError(f"{url}: download of {name} failed ({one_line(e)})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -203,7 +198,7 @@ def download_multi30k(out_dir: str | os.PathLike, base_url: str = MULTI30K_URL) 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        reason = e.strerror or _one_line(e)
+        reason = e.strerror or one_line(e)
         raise UserError(f"{out_dir}: cannot create the folder ({reason})") from None
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     paths = []

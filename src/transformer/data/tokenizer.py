@@ -24,15 +24,11 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
-from ..errors import UserError
+from ..errors import UserError, one_line
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # their position in this tuple is their id
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
 
 
 def _empty_bpe() -> tokenizers.Tokenizer:
@@ -77,7 +73,7 @@ class Tokenizer:
         try:
             inner = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises a bare Exception for any bad JSON
-            raise UserError(f"{path}: not a valid tokenizer file ({_one_line(e)[:200]})") from None
+            raise UserError(f"{path}: not a valid tokenizer file ({one_line(e)})") from None
         for expected_id, token in enumerate(SPECIAL_TOKENS):
             if inner.token_to_id(token) != expected_id:
                 raise UserError(f"{path}: special token {token} must have id {expected_id}, "

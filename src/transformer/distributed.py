@@ -1,0 +1,126 @@
+"""Data-parallel training over processes launched by `torchrun`: the few collective
+steps the rest of the code needs, and nothing else.
+
+torchrun starts one process per device and describes the group in the environment
+(WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR). Every process builds the same model and
+trains on its own share of the batches; DistributedDataParallel averages the gradients.
+What must stay in step across ranks is said here:
+
+    process_group(device)   join the group for the length of a command, leave it after
+    main_first(ctx, fn)     rank 0 alone runs fn (make the run directory, train the
+                            tokenizer); every rank gets its result, or its error
+    any_rank(ctx, flags)    a flag raised on one rank is raised on all (stop, out of time)
+    global_sum(ctx, n)      a count summed over ranks (tokens in an update)
+
+With a world size of 1 (no torchrun) each of them is the obvious local operation, and
+torch.distributed is never touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """Where this process stands in the group: its rank, the group's size, its device."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """"cpu", "cuda" or "cuda:N" as a torch.device; under torchrun "cuda" is this rank's GPU."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine")
+        if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun process
+            name = f"cuda:{os.environ['LOCAL_RANK']}"
+    elif name != "cpu":
+        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    return torch.device(name)
+
+
+def join(device: torch.device) -> Distributed:
+    """Join the process group that torchrun describes in the environment, if any."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed(device=device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        # NCCL's collectives (broadcast_object_list, barrier) work on the current device:
+        # make it this process's GPU, not cuda:0 for every rank.
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return Distributed(dist.get_rank(), dist.get_world_size(), device)
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[Distributed]:
+    """`join` for the length of a command; the group is destroyed at the end (also on an
+    error), so that torchrun's processes exit cleanly."""
+    ctx = join(device)
+    try:
+        yield ctx
+    finally:
+        if ctx.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main_first(ctx: Distributed, fn: Callable):
+    """Run `fn()` on rank 0 alone and give every rank its (picklable) result.
+
+    For what one process must do before the others may look: create the run directory,
+    train and save the tokenizer. An error on rank 0 is raised on every rank (as a
+    UserError there), so that no rank waits forever for a result that never comes.
+    """
+    if ctx.world_size == 1:
+        return fn()
+    box, error = [None, None], None
+    if ctx.is_main:
+        try:
+            box[0] = fn()
+        except Exception as caught:  # noqa: BLE001 - re-raised below, on every rank
+            error, box[1] = caught, str(caught)
+    dist.broadcast_object_list(box, src=0)
+    if error is not None:
+        raise error
+    if box[1] is not None:
+        raise UserError(f"rank 0 failed: {box[1]}")
+    return box[0]
+
+
+def any_rank(ctx: Distributed, flags: list[bool]) -> list[bool]:
+    """Each flag true on every rank if it is true on any: every rank takes the same branch."""
+    if ctx.world_size == 1:
+        return list(flags)
+    values = torch.tensor([int(f) for f in flags], dtype=torch.long, device=ctx.device)
+    dist.all_reduce(values, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in values.tolist()]
+
+
+def global_sum(ctx: Distributed, value: int) -> int:
+    """`value` summed over every rank."""
+    if ctx.world_size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.long, device=ctx.device)
+    dist.all_reduce(total)
+    return int(total)
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0 under it: for printing that one rank should do."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0

@@ -1,0 +1,61 @@
+"""Executable spec of metrics.py: reading metrics.jsonl back, and one metric as a series.
+
+Pins down: a last line cut short by a killed run is skipped, a bad line anywhere else is
+an error naming the file and line; a series is sorted by step, a repeated step keeps its
+later record, and records without a finite value are left out.
+"""
+
+import json
+
+import pytest
+
+from transformer.errors import UserError
+from transformer.metrics import metric_series, read_metrics
+
+
+def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):
+    """metrics.jsonl of a 400-step run: train records every 10 steps, eval every 100.
+
+    test_plots.py draws its curves from the same file."""
+    lines = []
+    for step in range(10, 410, 10):
+        lines.append({"kind": "train", "step": step, "loss": 5.0 / (1 + step / 100),
+                      "lr": 1e-3 * min(step / 100, (100 / step) ** 0.5), "tokens_per_s": 5000.0})
+        if step % 100 == 0:
+            record = {"kind": "eval", "step": step, "loss": 4.0 / (1 + step / 100), "ppl": 20.0,
+                      "accuracy": step / 1000}
+            if bleu:
+                record["bleu"] = step / 20
+            if exact_match:
+                record["exact_match"] = step / 400
+            lines.append(record)
+    text = "".join(json.dumps(record) + "\n" for record in lines)
+    if truncated_tail:  # a run killed in the middle of writing a line
+        text += '{"kind": "train", "step": 410, "lo'
+    (run_dir / "metrics.jsonl").write_text(text)
+
+
+def test_read_metrics_skips_a_truncated_last_line(tmp_path):
+    write_metrics(tmp_path)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert len(records) == 40 + 4
+    assert records[-1]["step"] == 400
+
+
+def test_a_bad_middle_line_names_the_file_and_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "train", "step": 1, "loss": 2.0}\n{oops\n{"kind": "train", "step": 2}\n')
+    with pytest.raises(UserError, match=r"metrics\.jsonl:2: not valid JSON"):
+        read_metrics(path)
+
+
+def test_metric_series_sorts_keeps_the_latest_repeat_and_drops_missing_or_bad_values():
+    records = [
+        {"kind": "train", "step": 20, "loss": 3.0},
+        {"kind": "train", "step": 10, "loss": 4.0},
+        {"kind": "train", "step": 20, "loss": 2.5},  # a resumed run repeating step 20
+        {"kind": "train", "step": 30},                # no loss in this record
+        {"kind": "train", "step": 40, "loss": float("nan")},
+        {"kind": "eval", "step": 20, "loss": 9.0},    # other kind
+    ]
+    assert metric_series(records, "train", "loss") == ([10, 20], [4.0, 2.5])

@@ -8,7 +8,8 @@ Pins down:
 - causality: changing target token t leaves the outputs at positions < t unchanged (and
   does change position t), so the model cannot peek at what it has to predict;
 - padding invariance: whatever sits under source or target padding, and how much of it
-  there is, leaves every non-padding position's output unchanged (PITFALLS 3);
+  there is, leaves every non-padding position's output unchanged (else a sentence's
+  translation would depend on the batch it happens to share);
 - incremental decoding with the KV cache gives the same logits as decoding the whole
   prefix at once, at every step, post-LN and pre-LN.
 """
@@ -17,51 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-from transformer import Transformer, TransformerConfig, causal_mask, padding_mask
+from references import (BOS, PAD, VOCAB, assert_same_outputs, padded_batch, reference_decoder,
+                        tiny)
+from transformer import Transformer, causal_mask, padding_mask
 from transformer.decoder import Decoder, cache_length, reorder_cache
 from transformer.masks import decoder_self_mask
-
-VOCAB, PAD, BOS = 40, 0, 1
-
-
-def tiny(**overrides) -> TransformerConfig:
-    fields = dict(vocab_size=VOCAB, d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
-    fields.update(overrides)
-    return TransformerConfig.tiny(**fields)
-
-
-def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """src (3, 9) and tgt_in (3, 6), starting with <bos>, with different amounts of padding."""
-    src = torch.randint(2, VOCAB, (3, 9))
-    src[1, 6:] = PAD
-    src[2, 2:] = PAD
-    tgt = torch.randint(2, VOCAB, (3, 6))
-    tgt[:, 0] = BOS
-    tgt[0, 4:] = PAD
-    tgt[2, 2:] = PAD
-    return src, tgt
-
-
-# Our parameter names -> nn.TransformerDecoder's.
-RENAMES = [("attn.w_qkv.weight", "attn.in_proj_weight"), ("attn.w_qkv.bias", "attn.in_proj_bias"),
-           ("attn.w_o.", "attn.out_proj."), ("cross_attn.", "multihead_attn."),
-           ("feed_forward.w_1.", "linear1."), ("feed_forward.w_2.", "linear2."),
-           ("final_norm.", "norm.")]
-
-
-def reference_decoder(decoder: Decoder, cfg: TransformerConfig) -> nn.TransformerDecoder:
-    """An nn.TransformerDecoder holding a copy of `decoder`'s weights."""
-    layer = nn.TransformerDecoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, dropout=0.0,
-                                       batch_first=True, norm_first=cfg.norm_first)
-    final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else None  # none in post-LN
-    ref = nn.TransformerDecoder(layer, cfg.n_decoder_layers, norm=final_norm)
-    state = {}
-    for name, tensor in decoder.state_dict().items():
-        for ours, theirs in RENAMES:
-            name = name.replace(ours, theirs)
-        state[name] = tensor
-    ref.load_state_dict(state)  # strict: every parameter on both sides is mapped
-    return ref
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])
@@ -69,17 +30,15 @@ def reference_decoder(decoder: Decoder, cfg: TransformerConfig) -> nn.Transforme
 def test_same_as_nn_transformer_decoder(norm_first, attention):
     cfg = tiny(norm_first=norm_first, attention=attention)
     decoder = Decoder(cfg)
-    ref = reference_decoder(decoder, cfg).train()  # dropout 0; no fast path (PITFALLS 11)
+    ref = reference_decoder(decoder, cfg).train()  # dropout 0; no fast path, no other outputs
     src, tgt = padded_batch()
     x, memory = torch.randn(*tgt.shape, cfg.d_model), torch.randn(*src.shape, cfg.d_model)
     ours = decoder(x, memory, decoder_self_mask(tgt, PAD), padding_mask(src, PAD))
     T = tgt.size(1)
     theirs = ref(x, memory, tgt_mask=~causal_mask(T),  # nn: True = IGNORE, hence the ~
                  tgt_key_padding_mask=tgt == PAD, memory_key_padding_mask=src == PAD)
-    diff = (ours - theirs).abs().max().item()
-    print(f"decoder vs nn.TransformerDecoder ({'pre' if norm_first else 'post'}-LN, "
-          f"{attention}): max abs diff {diff:.2e}")
-    assert diff <= 1e-5
+    assert_same_outputs(ours, theirs, f"decoder vs nn.TransformerDecoder "
+                        f"({'pre' if norm_first else 'post'}-LN, {attention})")
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -7,8 +7,10 @@ Pins down:
   pre-LN (x = x + Sublayer(LayerNorm(x)), plus a final LayerNorm), with padding in the batch;
   measured max abs diff on the test sizes: about 1e-6 or less (the test prints it);
 - padding invariance: what sits under the padding (any ids, extreme values, more of it)
-  leaves every non-padding position's output unchanged (PITFALLS 3);
-- LayerNorm is nn.LayerNorm: biased variance, eps inside the square root (PITFALLS 8);
+  leaves every non-padding position's output unchanged (else a sentence's encoding would
+  depend on the batch it happens to share);
+- LayerNorm is nn.LayerNorm: biased variance, eps inside the square root (the common
+  look-alike, unbiased std plus eps outside, is another function);
 - FFN(x) = max(0, x W1 + b1) W2 + b2, applied to each position separately.
 """
 
@@ -16,50 +18,10 @@ import pytest
 import torch
 from torch import nn
 
-from transformer import Transformer, TransformerConfig, padding_mask
+from references import PAD, VOCAB, assert_same_outputs, padded_source, reference_encoder, tiny
+from transformer import Transformer, padding_mask
 from transformer.encoder import Encoder
 from transformer.feedforward import PositionwiseFeedForward
-
-VOCAB, PAD = 40, 0
-
-
-def tiny(**overrides) -> TransformerConfig:
-    fields = dict(vocab_size=VOCAB, d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
-    fields.update(overrides)
-    return TransformerConfig.tiny(**fields)
-
-
-def padded_source() -> torch.Tensor:
-    """(3, 9) ids: a full row, a row with 3 pads, a row with 7 pads."""
-    src = torch.randint(1, VOCAB, (3, 9))
-    src[1, 6:] = PAD
-    src[2, 2:] = PAD
-    return src
-
-
-# Our parameter names -> nn.TransformerEncoder / nn.TransformerDecoder's.
-RENAMES = [("self_attn.w_qkv.weight", "self_attn.in_proj_weight"),
-           ("self_attn.w_qkv.bias", "self_attn.in_proj_bias"),
-           ("self_attn.w_o.", "self_attn.out_proj."),
-           ("feed_forward.w_1.", "linear1."), ("feed_forward.w_2.", "linear2."),
-           ("final_norm.", "norm.")]
-
-
-def reference_encoder(encoder: Encoder, cfg: TransformerConfig) -> nn.TransformerEncoder:
-    """An nn.TransformerEncoder holding a copy of `encoder`'s weights."""
-    layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, dropout=0.0,
-                                       batch_first=True, norm_first=cfg.norm_first)
-    # Post-LN (the paper) has no LayerNorm after the stack; pre-LN has one (final_norm).
-    final_norm = nn.LayerNorm(cfg.d_model) if cfg.norm_first else None
-    ref = nn.TransformerEncoder(layer, cfg.n_encoder_layers, norm=final_norm,
-                                enable_nested_tensor=False)
-    state = {}
-    for name, tensor in encoder.state_dict().items():
-        for ours, theirs in RENAMES:
-            name = name.replace(ours, theirs)
-        state[name] = tensor
-    ref.load_state_dict(state)  # strict: every parameter on both sides is mapped
-    return ref
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])
@@ -68,15 +30,13 @@ def test_same_as_nn_transformer_encoder(norm_first, attention):
     cfg = tiny(norm_first=norm_first, attention=attention)
     encoder = Encoder(cfg)
     ref = reference_encoder(encoder, cfg)
-    ref.train()  # dropout is 0; train() keeps nn's inference fast path out (PITFALLS 11)
+    ref.train()  # dropout is 0; train() keeps nn's inference fast path (other outputs) out
     src = padded_source()
     x = torch.randn(*src.shape, cfg.d_model)
     ours = encoder(x, padding_mask(src, PAD))
     theirs = ref(x, src_key_padding_mask=src == PAD)  # nn: True = IGNORE
-    diff = (ours - theirs).abs().max().item()
-    print(f"encoder vs nn.TransformerEncoder ({'pre' if norm_first else 'post'}-LN, "
-          f"{attention}): max abs diff {diff:.2e}")
-    assert diff <= 1e-5
+    assert_same_outputs(ours, theirs, f"encoder vs nn.TransformerEncoder "
+                        f"({'pre' if norm_first else 'post'}-LN, {attention})")
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -1,14 +1,14 @@
 """The whole Transformer (Section 3, Figure 1): embeddings, encoder, decoder, output projection.
 
 Pins down:
-- the shape of every stage (DESIGN cheat-sheet), for batch 1 and batch > 1: embeddings
-  (B, S, D); per-head q, k, v (B, H, S, D/H); weights (B, H, T, S); encoder (B, S, D);
-  decoder (B, T, D); logits (B, T, V);
+- the shape of every stage, for batch 1 and batch > 1, every dimension a different size so
+  that none can hide: embeddings (B, S, D); per-head q, k, v (B, H, S, D/H); weights
+  (B, H, T, S); encoder (B, S, D); decoder (B, T, D); logits (B, T, V);
 - the model computes what torch.nn.TransformerEncoder/Decoder compute with the same
   weights (+ our embeddings and output projection), post-LN and pre-LN, with padding in
   the batch; measured max abs diffs, float32, on the test sizes (the test prints them):
-  0 with the fused attention path; with the manual one, post-LN encoder 8.3e-7, decoder
-  1.0e-6, logits 9.5e-7, pre-LN encoder 8.3e-7, decoder 6.1e-7, logits 7.2e-7;
+  0 with the fused attention path; with the manual one, post-LN encoder 7.2e-7, decoder
+  8.9e-7, logits 9.5e-7, pre-LN encoder 7.2e-7, decoder 8.1e-7, logits 8.3e-7;
 - parameter counts of the paper's models: base 63.08 M (paper: 65 M), big 214.25 M
   (paper: 213 M) with a 37000-token shared vocabulary; weight tying (Section 3.4) shares
   one storage, and each untied matrix adds exactly V * d_model parameters;
@@ -21,29 +21,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from transformer import Transformer, TransformerConfig, causal_mask, padding_mask
+from references import PAD, VOCAB, ignore_masks, padded_batch, reference_transformer, tiny
+from transformer import Transformer, TransformerConfig, padding_mask
 from transformer.masks import decoder_self_mask
-
-VOCAB, PAD, BOS = 40, 0, 1
-B_, S_, T_ = 3, 9, 6
-
-
-def tiny(**overrides) -> TransformerConfig:
-    fields = dict(vocab_size=VOCAB, d_model=32, n_heads=4, d_ff=64, dropout=0.0, max_len=64)
-    fields.update(overrides)
-    return TransformerConfig.tiny(**fields)
-
-
-def padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """src (3, 9) and tgt_in (3, 6), starting with <bos>, with different amounts of padding."""
-    src = torch.randint(2, VOCAB, (B_, S_))
-    src[1, 6:] = PAD
-    src[2, 2:] = PAD
-    tgt = torch.randint(2, VOCAB, (B_, T_))
-    tgt[:, 0] = BOS
-    tgt[0, 4:] = PAD
-    tgt[2, 2:] = PAD
-    return src, tgt
 
 
 # --- shapes ---------------------------------------------------------------------------
@@ -108,42 +88,14 @@ def test_forward_is_decode_of_encode():
 
 # --- equivalence with torch.nn.Transformer ----------------------------------------------
 
-RENAMES = [("attn.w_qkv.weight", "attn.in_proj_weight"), ("attn.w_qkv.bias", "attn.in_proj_bias"),
-           ("attn.w_o.", "attn.out_proj."), ("cross_attn.", "multihead_attn."),
-           ("feed_forward.w_1.", "linear1."), ("feed_forward.w_2.", "linear2."),
-           ("final_norm.", "norm.")]
-
-
-def reference_transformer(model: Transformer) -> nn.Transformer:
-    """An nn.Transformer (batch_first, dropout 0) holding a copy of our stacks' weights."""
-    cfg = model.cfg
-    ref = nn.Transformer(cfg.d_model, cfg.n_heads, cfg.n_encoder_layers, cfg.n_decoder_layers,
-                         cfg.d_ff, dropout=0.0, batch_first=True, norm_first=cfg.norm_first)
-    if not cfg.norm_first:
-        # nn.Transformer always puts a LayerNorm after each stack; the paper's post-LN
-        # has none there (its layers already end with one).
-        ref.encoder.norm = nn.Identity()
-        ref.decoder.norm = nn.Identity()
-    for ours, theirs in ((model.encoder, ref.encoder), (model.decoder, ref.decoder)):
-        state = {}
-        for name, tensor in ours.state_dict().items():
-            for a, b in RENAMES:
-                name = name.replace(a, b)
-            state[name] = tensor
-        theirs.load_state_dict(state)  # strict: every parameter on both sides is mapped
-    return ref
-
-
-@pytest.mark.filterwarnings("ignore:enable_nested_tensor")
 @pytest.mark.parametrize("attention", ["fused", "manual"])
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
 def test_same_as_nn_transformer(norm_first, attention):
     model = Transformer(tiny(norm_first=norm_first, attention=attention)).train()  # dropout 0
-    ref = reference_transformer(model).train()  # train(): no fast path (PITFALLS 11)
+    ref = reference_transformer(model).train()  # train(): no fast path, no other outputs
     src, tgt = padded_batch()
     # nn.Transformer's masks: True = IGNORE, the opposite of ours; convert here, at the boundary.
-    ignore = dict(src_key_padding_mask=src == PAD, tgt_key_padding_mask=tgt == PAD,
-                  memory_key_padding_mask=src == PAD, tgt_mask=~causal_mask(T_))
+    ignore = ignore_masks(src, tgt)
     src_x, tgt_x = model.src_embed(src), model.tgt_embed(tgt)
 
     memory = model.encode(src)

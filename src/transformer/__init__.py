@@ -1,7 +1,9 @@
 """The Transformer of "Attention Is All You Need", from scratch in raw PyTorch.
 
 Read the core in this order: config, embeddings, masks, attention, feedforward,
-encoder, decoder, model. Around it: schedule, loss, decoding, data, train, cli.
+encoder, decoder, model. Then learning and decoding: schedule, loss, decoding, data,
+tasks, recipe, train (with distributed, metrics, checkpoint on atomic, averaging),
+evaluate, plots, ablate. Then the edges: rundir, commands, cli.
 """
 
 from .attention import MultiHeadAttention, scaled_dot_product_attention

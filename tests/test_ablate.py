@@ -22,8 +22,8 @@ import torch
 import transformer.attention as attention_module
 from transformer import (MultiHeadAttention, TransformerConfig, Transformer, causal_mask,
                          scaled_dot_product_attention)
-from transformer.ablate import (VARIANTS, format_table, mask_after_softmax_attention,
-                                unscaled_attention, with_attention)
+from transformer.ablate import VARIANTS, mask_after_softmax_attention, unscaled_attention, with_attention
+from transformer.ablate_report import format_table
 from transformer.cli import main
 from transformer.schedule import adam, make_scheduler, noam_lr
 

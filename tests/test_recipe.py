@@ -1,6 +1,5 @@
 """Recipes and --set: one flat set of keys, checked by name and by type."""
 
-from pathlib import Path
 
 import pytest
 

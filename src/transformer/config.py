@@ -78,29 +78,29 @@ class TransformerConfig:
     @classmethod
     def tiny(cls, vocab_size: int = 1000, **overrides) -> "TransformerConfig":
         """A toy model for tests and quick CPU runs (2 + 2 layers, d_model 64)."""
-        fields = dict(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2,
-                      d_ff=256, dropout=0.1)
-        return cls._preset(vocab_size, fields, overrides)
+        return cls._preset("tiny", vocab_size, overrides)
 
     @classmethod
     def base(cls, vocab_size: int = 37000, **overrides) -> "TransformerConfig":
         """Transformer (base), Table 3: N=6, d_model=512, d_ff=2048, h=8, P_drop=0.1."""
-        fields = dict(d_model=512, n_heads=8, n_encoder_layers=6, n_decoder_layers=6,
-                      d_ff=2048, dropout=0.1)
-        return cls._preset(vocab_size, fields, overrides)
+        return cls._preset("base", vocab_size, overrides)
 
     @classmethod
     def big(cls, vocab_size: int = 37000, **overrides) -> "TransformerConfig":
         """Transformer (big), Table 3: N=6, d_model=1024, d_ff=4096, h=16, P_drop=0.3."""
-        fields = dict(d_model=1024, n_heads=16, n_encoder_layers=6, n_decoder_layers=6,
-                      d_ff=4096, dropout=0.3)
-        return cls._preset(vocab_size, fields, overrides)
+        return cls._preset("big", vocab_size, overrides)
 
     @classmethod
-    def _preset(cls, vocab_size: int, fields: dict, overrides: dict) -> "TransformerConfig":
-        fields.update(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size)
-        fields.update(overrides)
-        return cls(**fields)
+    def _preset(cls, name: str, vocab_size: int, overrides: dict) -> "TransformerConfig":
+        fields = dict(PRESETS[name], src_vocab_size=vocab_size, tgt_vocab_size=vocab_size)
+        return cls(**{**fields, **overrides})
+
+
+PRESETS = {
+    "tiny": dict(d_model=64, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=256, dropout=0.1),
+    "base": dict(d_model=512, n_heads=8, n_encoder_layers=6, n_decoder_layers=6, d_ff=2048, dropout=0.1),
+    "big": dict(d_model=1024, n_heads=16, n_encoder_layers=6, n_decoder_layers=6, d_ff=4096, dropout=0.3),
+}
 
 
 def _check_int(name: str, value, minimum: int) -> None:

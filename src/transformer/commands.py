@@ -24,7 +24,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from . import train as training
 from .ablate import ablate as run_ablation
-from .ablate import format_table
+from .ablate_report import format_table
 from .averaging import save_average
 from .data.batching import collate
 from .data.parallel import download_multi30k, load_multi30k, read_lines, read_parallel

@@ -69,12 +69,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import train as training
+from .ablate_report import format_table, markdown_report
 from .attention import MultiHeadAttention, scaled_dot_product_attention
+from .data.parallel import load_multi30k
 from .errors import UserError
 from .metrics import metric_series, read_metrics
+from .model import Transformer
 from .plots import plot_losses
-from .ablate_report import format_table, markdown_report
 from .recipe import build_model_config, read_recipe, split_keys
+from .tasks import make_task
 
 TASKS = ("copy", "multi30k")
 MULTI30K_TRAIN_PAIRS = 3000
@@ -205,10 +209,6 @@ def ablate(task: str = "copy", sets: dict | None = None, steps: int | None = Non
 
 def run_variant(variant: Variant, values: dict, run_dir: Path) -> dict:
     """Train one variant quietly into `run_dir` (its output goes to run_dir/train.log)."""
-    from . import train as training
-    from .model import Transformer
-    from .tasks import make_task
-
     model_keys, train_cfg = split_keys({**values, **variant.keys, **FORCED})
     failure = None
     with open(run_dir / "train.log", "w", encoding="utf-8") as log, \
@@ -268,7 +268,6 @@ def summarize(name: str, records: list[dict], parameters: int, wall_s: float,
 
 def write_multi30k_slice(values: dict, folder: Path) -> dict:
     """The first pairs of Multi30k train and val as files; the keys that read them."""
-    from .data.parallel import load_multi30k
     src_lang, tgt_lang = values.get("src_lang", "en"), values.get("tgt_lang", "de")
     data_dir = values.get("data_dir") or None
     splits = {"train": load_multi30k("train", src_lang, tgt_lang, data_dir)[:MULTI30K_TRAIN_PAIRS],

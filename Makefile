@@ -16,7 +16,7 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
 demo: $(BIN)/.installed
-	$(BIN)/transformer train copy --config copy --out runs/copy-demo --overwrite
+	$(BIN)/transformer train copy --out runs/copy-demo --overwrite
 
 clean:
 	rm -rf $(VENV) runs

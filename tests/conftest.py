@@ -2,13 +2,42 @@
 
 One thread, because the test models are tiny: on a busy machine the threads of a second
 worker mostly wait for each other (measured: 0.5 s against 3 ms for one tiny forward).
+
+`trained_translation_run`: one small translation run that has learnt something, shared
+by the tests of analyze.py and of the server (trained once per session, about 4 s);
+`live_server`: that run served on a free port of 127.0.0.1, one server per test module.
 """
+
+from pathlib import Path
 
 import pytest
 import torch
+
+from serve_helpers import Server
+from test_cli_errors import train_translation_run, write_corpus
 
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def trained_translation_run(tmp_path_factory) -> Path:
+    """40 steps on the made-up en -> de corpus of test_cli_errors.py: it translates it
+    passably and ends its sentences. Checkpoints step-000020, step-000040 and best (BLEU at
+    step 40, in metrics.jsonl); max_len 32. Shared: copy it before changing anything."""
+    folder = tmp_path_factory.mktemp("trained-translation")
+    run_dir = folder / "run"
+    train_translation_run(run_dir, *write_corpus(folder), "--steps", "40", "--set", "warmup=10",
+                          "save_every=20", "eval_every=40", "bleu_every=40")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def live_server(trained_translation_run) -> Server:
+    """make_server over the trained run, serving from a thread; shut down after the module."""
+    running = Server(trained_translation_run)
+    yield running
+    running.stop()

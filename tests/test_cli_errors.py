@@ -44,13 +44,15 @@ def write_corpus(folder: Path, pairs: int = 200) -> tuple[Path, Path]:
     return src, tgt
 
 
-def train_translation_run(run_dir: Path, src: Path, tgt: Path) -> None:
-    """A few steps of `train parallel` with a tiny model: a run translate can load."""
+def train_translation_run(run_dir: Path, src: Path, tgt: Path, *extra) -> None:
+    """A few steps of `train parallel` with a tiny model: a run translate can load.
+
+    `extra` arguments come last, so they win: e.g. "--steps", 60, "--set", "warmup=20"."""
     torch.set_num_threads(1)
     code = main(["train", "parallel", "--src", str(src), "--tgt", str(tgt), "--out", str(run_dir),
                  "--steps", "4", "--quiet", "--set", *TINY_MODEL, "vocab_size=200",
                  f"max_len={MAX_LEN}", "batch_tokens=512", "eval_every=1000", "bleu_every=1000",
-                 "save_every=1000", "beam_size=2", "max_len_b=10"])
+                 "save_every=1000", "beam_size=2", "max_len_b=10", *map(str, extra)])
     assert code == 0
 
 
@@ -142,9 +144,9 @@ def test_train_rejects_bad_input(case, files, tmp_path, capsys):
 
 def test_resume_of_a_run_without_checkpoints(files, tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code, _, err = run_main(capsys, ["train", "copy", "--steps", "0", "--out", run_dir,
+    code, _, err = run_main(capsys, ["train", "copy", "--steps", "1", "--out", run_dir,
                                      "--set", *TINY_MODEL])
-    assert code == 0, err  # zero steps: config.json written, no checkpoint yet
+    assert code == 0, err  # config.json written; its checkpoint is removed below
     assert (run_dir / "config.json").is_file()
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     code, _, err = run_main(capsys, ["train", "--resume", run_dir])
@@ -260,3 +262,89 @@ def test_unknown_command_and_option_are_one_line_too(capsys):
     assert_user_error(code, err, "trian")
     code, _, err = run_main(capsys, ["train", "copy", "--stpes", "5"])
     assert_user_error(code, err, "--stpes")
+
+
+# --- training values out of range: stopped before a run directory is made ----------------
+
+RANGE_CASES = {
+    "steps 0 (--set)": (["--set", "steps=0"], ["steps"]),
+    "label smoothing 1": (["--set", "label_smoothing=1"], ["label_smoothing"]),
+    "precision fp16": (["--set", "precision=fp16"], ["precision", "fp16"]),
+    "unknown schedule": (["--set", "schedule=cosine"], ["schedule", "cosine"]),
+    "device cuda:x": (["--set", "device=cuda:x"], ["device", "cuda:x"]),
+    "warmup 0": (["--set", "warmup=0"], ["warmup"]),
+    "batch_size 0": (["--set", "batch_size=0"], ["batch_size"]),
+    "batch_tokens 0": (["--set", "batch_tokens=0"], ["batch_tokens"]),
+    "eval_every 0": (["--set", "eval_every=0"], ["eval_every"]),
+    "save_every 0": (["--set", "save_every=0"], ["save_every"]),
+    "log_every 0": (["--set", "log_every=0"], ["log_every"]),
+    "keep_last 0": (["--set", "keep_last=0"], ["keep_last"]),
+    "accum_steps 0": (["--set", "accum_steps=0"], ["accum_steps"]),
+    "beam_size 0": (["--set", "beam_size=0"], ["beam_size"]),
+    "negative length_penalty": (["--set", "length_penalty=-1"], ["length_penalty"]),
+    "negative max_minutes": (["--set", "max_minutes=-5"], ["max_minutes"]),
+    "negative threads": (["--set", "threads=-1"], ["threads"]),
+    "negative bleu_every": (["--set", "bleu_every=-1"], ["bleu_every"]),
+    "target_exact_match above 1": (["--set", "target_exact_match=2"], ["target_exact_match"]),
+    "min_length above max_length": (["--set", "min_length=9", "max_length=4"],
+                                    ["min_length", "max_length"]),
+    "num_symbols 0": (["--set", "num_symbols=0"], ["num_symbols"]),
+    "--steps 0": (["--steps", "0"], ["--steps", "0"]),
+    "--steps -3": (["--steps", "-3"], ["--steps", "-3"]),
+}
+
+
+@pytest.mark.parametrize("args,names", RANGE_CASES.values(), ids=RANGE_CASES.keys())
+def test_training_values_out_of_range(args, names, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run_main(capsys, ["train", "copy", "--out", out, *args])
+    assert_user_error(code, err, *names)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("line,names", [('precision = "fp16"', ["precision", "fp16"]),
+                                        ('task = "translate"', ["task", "translate"])])
+def test_out_of_range_value_in_a_recipe_names_the_key(line, names, tmp_path, capsys):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(line + "\n", encoding="utf-8")
+    code, _, err = run_main(capsys, ["train", "--config", recipe, "--out", tmp_path / "run"])
+    assert_user_error(code, err, *names)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("beam", ["0", "-1"])
+def test_evaluate_beam_below_one(beam, translation_run, capsys):
+    code, _, err = run_main(capsys, ["evaluate", translation_run, "--beam", beam])
+    assert_user_error(code, err, "--beam", beam)
+
+
+# --- translate: input past the model's limit, numeric flags out of range -------------------
+
+def test_every_line_longer_than_max_len_is_named(translation_run, tmp_path, capsys):
+    long = " ".join(["the red car"] * MAX_LEN)
+    text = tmp_path / "input.txt"
+    text.write_text(f"a dog .\n{long}\na cat .\n{long}\n{long}\n", encoding="utf-8")
+    code, out, err = run_main(capsys, ["translate", translation_run, "--input", text])
+    assert_user_error(code, err, "input lines 2, 4, 5:", f"limit of {MAX_LEN - 1} tokens",
+                      f"max_len={MAX_LEN}", "--long truncate")
+    assert out == ""  # checked before any decoding: nothing half-translated
+
+
+TRANSLATE_FLAG_CASES = {
+    "--beam 0": (["--beam", "0"], ["--beam", "0"]),
+    "--beam -3": (["--beam", "-3"], ["--beam", "-3"]),
+    "--beam two": (["--beam", "two"], ["--beam", "two"]),
+    "--n-best 0": (["--n-best", "0"], ["--n-best", "0"]),
+    "--n-best -1": (["--n-best", "-1"], ["--n-best", "-1"]),
+    "--n-best above --beam": (["--beam", "2", "--n-best", "3"], ["--n-best 3", "--beam 2"]),
+    "--n-best above the default beam": (["--n-best", "5"], ["--n-best 5", "--beam 4"]),
+    "--long of an unknown kind": (["--long", "cut"], ["--long", "cut"]),
+}
+
+
+@pytest.mark.parametrize("args,names", TRANSLATE_FLAG_CASES.values(),
+                         ids=TRANSLATE_FLAG_CASES.keys())
+def test_translate_flags_out_of_range(args, names, translation_run, capsys):
+    code, out, err = run_main(capsys, ["translate", translation_run, *args, "a dog ."])
+    assert_user_error(code, err, *names)
+    assert out == ""

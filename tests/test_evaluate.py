@@ -1,10 +1,13 @@
-"""Spec for evaluate.py: detokenized sacreBLEU with its signature."""
+"""Spec for evaluate.py: detokenized sacreBLEU with its signature; and what
+`transformer evaluate RUN_DIR` scores when given no --src/--ref."""
 
 import math
 
 import pytest
 import sacrebleu
 
+from cli_helpers import assert_user_error, run_main
+from test_cli_errors import train_translation_run, write_corpus
 from transformer.errors import UserError
 from transformer.evaluate import corpus_bleu
 
@@ -50,3 +53,36 @@ def test_count_mismatch_is_a_user_error():
 def test_empty_input_is_a_user_error():
     with pytest.raises(UserError):
         corpus_bleu([], [])
+
+
+# --- `transformer evaluate RUN_DIR` on a run trained on its own files --------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Training files, and validation files made of their first 12 lines."""
+    folder = tmp_path_factory.mktemp("corpus")
+    src, tgt = write_corpus(folder)
+    for train_file, name in ((src, "valid.en"), (tgt, "valid.de")):
+        lines = train_file.read_text(encoding="utf-8").splitlines(keepends=True)[:12]
+        (folder / name).write_text("".join(lines), encoding="utf-8")
+    return folder
+
+
+def test_a_parallel_run_is_scored_on_its_validation_files(corpus, capsys):
+    run_dir = corpus / "with-valid"
+    train_translation_run(run_dir, corpus / "train.en", corpus / "train.de",
+                          "--valid-src", corpus / "valid.en", "--valid-tgt", corpus / "valid.de")
+    capsys.readouterr()  # the training's output
+    code, out, err = run_main(capsys, ["evaluate", run_dir, "--beam", "1"])
+    assert code == 0, err
+    assert str(corpus / "valid.en") in out and str(corpus / "valid.de") in out
+    assert "12 sentences" in out and "test_2016" not in out
+
+
+def test_a_parallel_run_without_validation_files_asks_for_them(corpus, capsys):
+    run_dir = corpus / "held-out"
+    train_translation_run(run_dir, corpus / "train.en", corpus / "train.de")
+    capsys.readouterr()
+    code, out, err = run_main(capsys, ["evaluate", run_dir])
+    assert_user_error(code, err, run_dir, "held out", "--src", "--ref")
+    assert "BLEU" not in out

@@ -1,8 +1,10 @@
-"""The divergence guard: a NaN loss stops the run with a clear message, and what it saves is
-the last good state, from which the run can go on exactly.
+"""The divergence guard: a NaN loss or an infinite gradient stops the run with a clear
+message before it reaches the weights, and what it saves is the last good state, from
+which the run can go on exactly.
 
 The NaN is injected by wrapping `transformer.train.label_smoothed_loss` (the function the
-training loop calls) so that its third call, the forward pass of step 3, returns NaN.
+training loop calls) so that its third call, the forward pass of step 3, returns NaN; the
+infinite gradient by a hook on a parameter of the model that train() builds.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from transformer import checkpoint as ckpt
 from transformer import train as training
@@ -21,6 +24,8 @@ from transformer.cli import main
 from transformer.config import TransformerConfig
 from transformer.model import Transformer
 from transformer.schedule import adam
+
+from cli_helpers import assert_user_error
 
 SETTINGS = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
             "dropout=0.1", "batch_size=8", "eval_examples=10", "log_every=1",
@@ -52,6 +57,15 @@ def nan_from_call(n: int, monkeypatch) -> None:
         return dataclasses.replace(out, loss=out.loss * math.nan) if len(calls) >= n else out
 
     monkeypatch.setattr(training, "label_smoothed_loss", loss_that_diverges)
+
+
+def resumes_as_unbroken(run_dir: Path, unbroken: Path, monkeypatch) -> None:
+    """Once the cause is gone, the run resumes from its checkpoint and ends as the unbroken
+    run did."""
+    monkeypatch.undo()
+    torch.set_num_threads(1)
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
+    assert train_records(run_dir) == train_records(unbroken)
 
 
 @pytest.fixture(scope="module")
@@ -96,11 +110,7 @@ def test_nan_loss_stops_with_one_line_and_saves_the_last_good_state(tmp_path, ca
     assert state["data"] == good_state["data"]
     assert torch.equal(state["rng"]["torch"], good_state["rng"]["torch"])
 
-    # Once the cause is gone, the run resumes from there and ends as the unbroken one did.
-    monkeypatch.undo()
-    torch.set_num_threads(1)
-    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 0
-    assert train_records(run_dir) == train_records(unbroken)
+    resumes_as_unbroken(run_dir, unbroken, monkeypatch)
 
 
 def test_nan_on_the_first_step_saves_step_zero(tmp_path, capsys, monkeypatch):
@@ -111,3 +121,58 @@ def test_nan_on_the_first_step_saves_step_zero(tmp_path, capsys, monkeypatch):
     assert code == 2 and "step 1" in err and "Traceback" not in err
     latest = ckpt.latest_checkpoint(run_dir)
     assert latest is not None and latest.name == "step-000000"
+
+
+# --- a finite loss with a non-finite gradient -------------------------------------------------
+# The gradient is made infinite by a hook on one parameter of the model train() builds;
+# its third call is the backward pass of step 3.
+
+def inf_gradient_from_call(n: int, monkeypatch) -> None:
+    real, calls = training.Transformer, []
+
+    def infinite_gradient(grad):
+        calls.append(1)
+        return torch.full_like(grad, math.inf) if len(calls) >= n else grad
+
+    def build(cfg):
+        model = real(cfg)
+        next(model.parameters()).register_hook(infinite_gradient)
+        return model
+
+    monkeypatch.setattr(training, "Transformer", build)
+
+
+def assert_every_checkpoint_finite(run_dir: Path) -> None:
+    """Every tensor saved in every checkpoint (weights, optimizer state) is finite."""
+    folders = list((run_dir / "checkpoints").iterdir())
+    assert folders
+    for folder in folders:
+        with safe_open(str(folder / ckpt.WEIGHTS_FILE), framework="pt") as f:
+            for name in f.keys():
+                assert torch.isfinite(f.get_tensor(name)).all(), f"{folder.name}: {name}"
+        state = torch.load(folder / ckpt.STATE_FILE, weights_only=True)
+        for moments in state["optimizer"]["state"].values():
+            for name, tensor in moments.items():
+                assert torch.isfinite(tensor).all(), f"{folder.name}: optimizer {name}"
+
+
+def test_an_infinite_gradient_stops_before_the_step_and_saves_the_last_good_state(
+        tmp_path, capsys, monkeypatch, unbroken):
+    run_dir = tmp_path / "run"
+    inf_gradient_from_call(3, monkeypatch)
+    code = train_copy(run_dir, "save_every=1000")
+    assert_user_error(code, capsys.readouterr().err, "gradient norm is inf", "step 3", run_dir)
+    assert sorted(train_records(run_dir)) == [1, 2]
+    assert_every_checkpoint_finite(run_dir)
+    assert ckpt.latest_checkpoint(run_dir).name == "step-000002"
+    resumes_as_unbroken(run_dir, unbroken, monkeypatch)
+
+
+def test_the_gradient_is_checked_without_clipping_too(tmp_path, capsys, monkeypatch):
+    """clip_norm = 0 (the Multi30k recipe): the norm is still computed, and checked."""
+    run_dir = tmp_path / "run"
+    inf_gradient_from_call(2, monkeypatch)
+    code = train_copy(run_dir, "save_every=1", "clip_norm=0")
+    assert_user_error(code, capsys.readouterr().err, "gradient norm is inf", "step 2")
+    assert ckpt.latest_checkpoint(run_dir).name == "step-000001"
+    assert_every_checkpoint_finite(run_dir)

@@ -50,3 +50,35 @@ def test_model_and_training_keys_do_not_overlap():
 def test_invalid_model_values_become_user_errors():
     with pytest.raises(UserError, match="n_heads"):
         build_model_config({"d_model": 100, "n_heads": 3}, vocab_size=50, pad_id=0)
+
+
+@pytest.mark.parametrize("values,named", [
+    ({"steps": 0}, "steps"),
+    ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"precision": "fp16"}, "precision"),
+    ({"schedule": "cosine"}, "schedule"),
+    ({"task": "translate"}, "task"),
+    ({"device": "cuda:first"}, "device"),
+    ({"target_exact_match": 1.5}, "target_exact_match"),
+    ({"min_length": 8, "max_length": 4}, "min_length"),
+])
+def test_split_keys_checks_every_training_value(values, named):
+    with pytest.raises(UserError, match=named):
+        split_keys(values)
+
+
+def test_every_training_key_has_a_check():
+    from transformer.recipe import TRAIN_CHECKS
+    assert set(TRAIN_CHECKS) == set(TRAIN_KEYS)
+
+
+def test_a_task_without_config_trains_its_own_recipe():
+    from transformer.cli import build_parser
+    from transformer.commands import resolve_settings
+    copy_model, copy_train = split_keys(read_recipe("copy"))
+    model_keys, train = resolve_settings(build_parser().parse_args(["train", "sort"]))
+    assert model_keys["d_model"] == copy_model["d_model"] == 64
+    assert model_keys["n_encoder_layers"] == copy_model["n_encoder_layers"]
+    assert train.task == "sort" and train.warmup == copy_train.warmup
+    model_keys, train = resolve_settings(build_parser().parse_args(["train", "multi30k"]))
+    assert model_keys == split_keys(read_recipe("multi30k"))[0] and train.task == "multi30k"

@@ -68,6 +68,28 @@ def test_unknown_characters_become_unk_and_do_not_crash(small):
     assert small.encode_batch(["🐕", ""]) == [small.encode("🐕"), []]
 
 
+UNKNOWN_CASES = {  # (text with symbols the corpus never had, the same text without them, those)
+    "emoji": ("Two men 🧒🧒 are playing football ⚽ in the park 🏞️.",
+              "Two men are playing football in the park.", ["🧒", "🧒", "⚽", "🏞️"]),
+    "CJK": ("猫 A dog runs 跑 across the grass 草.", "A dog runs across the grass.",
+            ["猫", "跑", "草"]),
+    "symbols": ("A dog → runs across € the grass ©.", "A dog runs across the grass.",
+                ["→", "€", "©"]),
+    "nothing known": ("🐕 猫 →", "", ["🐕", "猫", "→"]),
+}
+
+
+@pytest.mark.parametrize("text,clean,symbols", UNKNOWN_CASES.values(), ids=UNKNOWN_CASES.keys())
+def test_encode_known_leaves_unknown_symbols_out(small, tmp_path, text, clean, symbols):
+    ids, dropped = small.encode_known([text, clean])
+    assert UNK_ID in small.encode(text)  # without encode_known: <unk>
+    assert ids[0] == ids[1] == small.encode(clean)  # the known words' tokens, exactly
+    assert dropped == [symbols, []]  # "🏞️" (two code points) is one symbol
+    # A tokenizer.json saved by any run loads and does the same: the file format is unchanged.
+    small.save(tmp_path / "tokenizer.json")
+    assert Tokenizer.load(tmp_path / "tokenizer.json").encode_known([text]) == ([ids[0]], [symbols])
+
+
 def test_batch_matches_single(small):
     texts = ["A dog runs.", "Zwei Männer spielen.", ""]
     batch = small.encode_batch(texts)
@@ -133,3 +155,10 @@ def test_multi30k_round_trip_is_lossless_on_validation(multi30k):
     n_tokens = sum(len(row) for row in tokenizer.encode_batch([en for en, _ in val]))
     n_words = sum(len(en.split()) for en, _ in val)
     assert n_tokens < 1.5 * n_words
+
+
+def test_the_reported_sentence_keeps_its_words_with_the_multi30k_vocabulary(multi30k):
+    tokenizer, _ = multi30k
+    ids, dropped = tokenizer.encode_known(["Two children 🧒🧒 play with a ball ⚽ on the beach 🏖️."])
+    assert ids == [tokenizer.encode("Two children play with a ball on the beach.")]
+    assert dropped == [["🧒", "🧒", "⚽", "🏖️"]]

@@ -19,9 +19,13 @@ import argparse
 import sys
 
 from . import commands
-from .commands import TASK_CHOICES
 from .errors import UserError
+from .recipe import TASK_CHOICES
+from .rundir import NOTES, RESUMABLE_KEYS
 from .train import INTERRUPTED_EXIT_CODE, Interrupted
+
+
+CHECKPOINT_HELP = "checkpoint folder (default: the newest of averaged, best and the latest step)"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -29,20 +33,40 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= minimum, else a one-line usage error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="transformer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
-    p = sub.add_parser("train", help="train a model (or --resume a stopped run)")
+    p = sub.add_parser("train", help="train a model (or --resume a stopped run)", epilog=(
+        "Without --config, copy, reverse and sort train the copy recipe, multi30k the multi30k "
+        "recipe. On --resume, max_minutes counts from the resume, not from the run's start."))
     p.set_defaults(run=commands.train)
     p.add_argument("task", nargs="?", choices=TASK_CHOICES)
-    p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name (copy, multi30k, base, big)")
+    p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name "
+                                    "(copy, multi30k, base, big); default: the task's own")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    nargs="+", help="override recipe keys, e.g. --set d_model=128 warmup=400")
     p.add_argument("--out", help="run directory (default runs/TASK-TIME)")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run exactly")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--steps", type=int)
+    p.add_argument("--resume", metavar="RUN_DIR", help=(
+        "continue a stopped run exactly; only these keys may change (--set, --steps, --device): "
+        + ", ".join(RESUMABLE_KEYS)))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory (never a folder that is not a run)")
+    p.add_argument("--steps", type=at_least(1))
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     p.add_argument("--data-dir", help="Multi30k folder (default: TRANSFORMER_DATA or ../shared/data/multi30k)")
@@ -57,16 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("sentences", nargs="*")
     p.add_argument("--input", help="a file with one sentence per line ('-' = stdin)")
-    p.add_argument("--beam", type=int, default=4)
+    p.add_argument("--beam", type=at_least(1), default=4, help="beam size; 1 = greedy (default 4)")
+    p.add_argument("--n-best", type=at_least(1), metavar="K",
+                   help="print the K best translations of each sentence (K <= --beam), best "
+                        "first, one per line as SCORE<TAB>TEXT (score: log-probability over "
+                        "GNMT's length penalty), then an empty line after each sentence")
+    p.add_argument("--long", choices=("error", "truncate"), default="error",
+                   help="a sentence longer than the model's limit: refuse the input, naming "
+                        "every such line (default), or cut it at the limit with a warning")
     p.add_argument("--checkpoint", help="checkpoint folder (default: best, else latest)")
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("evaluate", help="BLEU (sacreBLEU) of a run on a Multi30k split")
     p.set_defaults(run=commands.evaluate)
     p.add_argument("run_dir")
-    p.add_argument("--split", default="test_2016_flickr")
-    p.add_argument("--beam", type=int, default=4)
-    p.add_argument("--checkpoint")
+    p.add_argument("--split", help=f"Multi30k split (default {commands.MULTI30K_TEST}; a run "
+                                   "trained on its own files: its validation files)")
+    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
     p.add_argument("--src", help="score these source sentences instead of a Multi30k split")
@@ -82,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.plot)
     p.add_argument("run_dir")
     p.add_argument("--attention", metavar="SENTENCE")
-    p.add_argument("--checkpoint")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
 
     p = sub.add_parser("data", help="download a corpus from its upstream")
     p.set_defaults(run=commands.data)
@@ -107,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             args.sentences += extra  # sentences after an option: translate RUN --beam 2 "text"
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        return args.run(args)
+        NOTES.clear()
+        code = args.run(args)
+        for note in NOTES:  # said once the command succeeded: a failure prints its error alone
+            print(note, file=sys.stderr)
+        return code
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
     train       a recipe (+ --set, + flags) -> a run directory, trained (or --resume one)
     translate   sentences in, translations out
-    evaluate    sacreBLEU of a run on a Multi30k split or on any parallel files
+    evaluate    sacreBLEU of a run on a Multi30k split, its own validation files, or any
+                parallel files
     average     the mean of the last N checkpoints
     plot        learning curves and attention maps as PNG
     data        download a corpus
@@ -29,31 +30,28 @@ from .averaging import save_average
 from .data.batching import collate
 from .data.parallel import download_multi30k, load_multi30k, read_lines, read_parallel
 from .data.synthetic import FIRST_SYMBOL
-from .data.translation import translate_texts
+from .data.translation import TooLong, translate_texts
 from .decoding import greedy_decode
 from .errors import UserError
 from .evaluate import corpus_bleu
 from .plots import collect_attention, plot_attention, plot_curves, recording_attention
-from .recipe import TrainConfig, build_model_config, parse_sets, read_recipe, split_keys
-from .rundir import load_run, make_run_dir, read_settings, write_config
+from .recipe import (TASK_CHOICES, TASK_RECIPES, TrainConfig, build_model_config, parse_sets,
+                     read_recipe, split_keys)
+from .rundir import load_run, make_run_dir, resume_settings, update_train_config, write_config
 from .tasks import make_task
 
-TASK_CHOICES = ("copy", "reverse", "sort", "multi30k", "parallel")
+MULTI30K_TEST = "test_2016_flickr"
 
 
 # --- train ----------------------------------------------------------------------------------
 
 def train(args) -> int:
     if args.resume:
-        model_keys, train_cfg = read_settings(Path(args.resume))
-        if args.steps is not None:
-            train_cfg.steps = args.steps
+        model_keys, train_cfg = resume_settings(Path(args.resume), asked_settings(args))
     else:
         if not args.task and not args.config:
-            raise UserError("train: give a TASK (copy, reverse, sort, multi30k, parallel) or --resume RUN_DIR")
+            raise UserError(f"train: give a TASK ({', '.join(TASK_CHOICES)}) or --resume RUN_DIR")
         model_keys, train_cfg = resolve_settings(args)
-        if train_cfg.task not in TASK_CHOICES:
-            raise UserError(f"task {train_cfg.task!r}: expected one of {', '.join(TASK_CHOICES)}")
         # Check the model keys now, before a run directory (or a tokenizer) is made for them;
         # the vocabulary is not known yet, any will do for this check.
         build_model_config(model_keys, vocab_size=8, pad_id=0)
@@ -67,7 +65,9 @@ def train(args) -> int:
             run_dir = Path(args.resume) if args.resume else \
                 make_run_dir(args.out, train_cfg.task, args.overwrite)
             made["task"] = make_task(train_cfg, run_dir, model_keys)
-            if not args.resume:
+            if args.resume:  # keep what the resume changed (steps, ...) for the next one
+                update_train_config(run_dir, train_cfg)
+            else:
                 write_config(run_dir, build_model_config(model_keys, made["task"].vocab_size,
                                                          made["task"].pad_id), train_cfg)
             return str(run_dir)
@@ -84,10 +84,16 @@ def train(args) -> int:
 
 
 def resolve_settings(args) -> tuple[dict, TrainConfig]:
-    """Dataclass defaults < recipe (--config) < --set < explicit flags (--steps, --seed, ...)."""
-    values = {}
-    if args.config:
-        values.update(read_recipe(args.config))
+    """Dataclass defaults < recipe (--config, else the task's own) < --set < explicit flags."""
+    own = TASK_RECIPES.get(args.task) if not args.config else None
+    values = read_recipe(own) if own else {}
+    values.update(asked_settings(args))
+    return split_keys(values)
+
+
+def asked_settings(args) -> dict:
+    """The keys the command line sets: --config < --set < TASK and flags (--steps, ...)."""
+    values = read_recipe(args.config) if args.config else {}
     values.update(parse_sets([item for group in args.sets for item in group]))
     if args.task:
         values["task"] = args.task
@@ -96,7 +102,7 @@ def resolve_settings(args) -> tuple[dict, TrainConfig]:
                       ("valid_src", args.valid_src), ("valid_tgt", args.valid_tgt)):
         if flag is not None:
             values[key] = flag
-    return split_keys(values)
+    return values
 
 
 def print_summary(summary: dict, task, wall_s: float, run_dir: Path) -> None:
@@ -143,12 +149,31 @@ def read_input(args) -> list[str]:
 
 
 def translate(args) -> int:
+    """One line out per line in; with --n-best K, per sentence up to K lines
+    "SCORE<TAB>TEXT", best first, then an empty line. Notes and warnings go to stderr."""
+    if args.n_best is not None and args.n_best > args.beam:
+        raise UserError(f"--n-best {args.n_best}: must not exceed --beam {args.beam} "
+                        f"(the beam holds the candidates)")
     model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
     _needs_tokenizer(tokenizer, args.run_dir)
-    outputs = translate_texts(model, tokenizer, read_input(args), args.beam,
-                              **decoding_settings(saved), device=next(model.parameters()).device)
-    for line in outputs:
-        print(line)
+
+    def tell(kind: str, message: str) -> None:  # "note: ..." or "warning: ...", once per line
+        print(f"{kind}: {message}", file=sys.stderr)
+
+    try:
+        results = translate_texts(model, tokenizer, read_input(args), args.beam,
+                                  **decoding_settings(saved), long=args.long, report=tell,
+                                  n_best=args.n_best or 1, return_scores=True,
+                                  device=next(model.parameters()).device)
+    except TooLong as error:  # all checked before any decoding: nothing was printed
+        raise UserError(f"{error}; use --long truncate to cut them") from None
+    for best in results:
+        if args.n_best is None:
+            print(best[0][0] if best else "")
+            continue
+        for text, score in best:
+            print(f"{score:.4f}\t{text}")
+        print()
     return 0
 
 
@@ -167,9 +192,12 @@ def evaluate(args) -> int:
         if not (args.src and args.ref):
             raise UserError("evaluate: give both --src and --ref, or neither")
         pairs, name = read_parallel(args.src, args.ref), args.src
+    elif train.get("task") == "parallel" and not (args.split or args.data_dir):
+        pairs, name = validation_pairs(args.run_dir, train)
     else:
-        pairs, name = load_multi30k(args.split, train["src_lang"], train["tgt_lang"],
-                                    args.data_dir or train.get("data_dir") or None), args.split
+        split = args.split or MULTI30K_TEST
+        pairs, name = load_multi30k(split, train["src_lang"], train["tgt_lang"],
+                                    args.data_dir or train.get("data_dir") or None), split
     hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam,
                                  **decoding_settings(saved), device=next(model.parameters()).device)
     score, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
@@ -179,6 +207,16 @@ def evaluate(args) -> int:
           f"beam {args.beam}, {len(pairs)} sentences)")
     print(f"signature: {signature}")
     return 0
+
+
+def validation_pairs(run_dir: str, train: dict) -> tuple[list[tuple[str, str]], str]:
+    """A run trained on its own files (task parallel) is scored on its own validation files."""
+    src, tgt = train.get("valid_src"), train.get("valid_tgt")
+    if not (src and tgt):
+        raise UserError(f"{run_dir}: trained on --src/--tgt with part of that data held out for "
+                        "validation, so it has no validation files to score; give --src FILE "
+                        "--ref FILE")
+    return read_parallel(src, tgt), f"the run's validation files {src} and {tgt}"
 
 
 def average(args) -> int:

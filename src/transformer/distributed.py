@@ -9,7 +9,9 @@ What must stay in step across ranks is said here:
     process_group(device)   join the group for the length of a command, leave it after
     main_first(ctx, fn)     rank 0 alone runs fn (make the run directory, train the
                             tokenizer); every rank gets its result, or its error
-    any_rank(ctx, flags)    a flag raised on one rank is raised on all (stop, out of time)
+    any_rank(ctx, flags)    a flag raised on one rank is raised on all (stop, out of time,
+                            a non-finite loss or gradient)
+    gather_objects(ctx, v)  every rank's v, on every rank (RNG states for a checkpoint)
     global_sum(ctx, n)      a count summed over ranks (tokens in an update)
 
 With a world size of 1 (no torchrun) each of them is the obvious local operation, and
@@ -21,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
+import time
 from collections.abc import Callable, Iterator
 
 import torch
@@ -42,14 +46,22 @@ class Distributed:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"cpu", "cuda" or "cuda:N" as a torch.device; under torchrun "cuda" is this rank's GPU."""
+    """"cpu", "cuda" or "cuda:N" as a torch.device.
+
+    Under torchrun (LOCAL_RANK set) "cuda" and "cuda:N" alike mean this process's own GPU,
+    cuda:LOCAL_RANK, whatever N says: one GPU per process, never every rank on one GPU.
+    """
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise UserError(f"--device {name}: CUDA is not available on this machine")
-        if name == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun process
-            name = f"cuda:{os.environ['LOCAL_RANK']}"
-    elif name != "cpu":
-        raise UserError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+        if "LOCAL_RANK" in os.environ:
+            local_rank, count = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+            if local_rank >= count:
+                raise UserError(f"--device {name}: torchrun process {local_rank} needs GPU "
+                                f"{local_rank}, but this machine has {count} GPU(s)")
+            name = f"cuda:{local_rank}"
     return torch.device(name)
 
 
@@ -77,6 +89,11 @@ def process_group(device: torch.device) -> Iterator[Distributed]:
         yield ctx
     finally:
         if ctx.world_size > 1 and dist.is_initialized():
+            # A gloo worker thread may still hold the tensors of the last collective, and
+            # freeing them takes the GIL; a thread that asks for it while the interpreter
+            # shuts down aborts the process ("terminate called without an active
+            # exception"). Sleeping hands the GIL over so that it can finish first.
+            time.sleep(0.1)
             dist.destroy_process_group()
 
 
@@ -110,6 +127,15 @@ def any_rank(ctx: Distributed, flags: list[bool]) -> list[bool]:
     values = torch.tensor([int(f) for f in flags], dtype=torch.long, device=ctx.device)
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return [bool(v) for v in values.tolist()]
+
+
+def gather_objects(ctx: Distributed, value) -> list:
+    """Every rank's (picklable) `value`, in rank order, on every rank."""
+    if ctx.world_size == 1:
+        return [value]
+    values = [None] * ctx.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def global_sum(ctx: Distributed, value: int) -> int:

@@ -9,25 +9,31 @@ The shipped recipes (recipes/*.toml: copy, multi30k, base, big) are package data
 pip-installed user has them too; `--config NAME` picks one by name, `--config FILE`
 reads any file.
 
-Unknown keys and ill-typed values are the user's to fix: they raise UserError naming
-the key (the CLI prints it and exits 2). The vocabulary sizes and `pad_id` are not keys:
+Unknown keys, ill-typed values and values out of range are the user's to fix: they raise
+UserError naming the key (the CLI prints it and exits 2), before anything is made. Every
+training key is checked in `TrainConfig.__post_init__` against TRAIN_CHECKS, as every
+model key is in `TransformerConfig`. The vocabulary sizes and `pad_id` are not keys:
 they come from the task (its tokenizer or its symbol set).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import TransformerConfig
+from .config import TransformerConfig, _check_choice, _check_int
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+TASK_CHOICES = ("copy", "reverse", "sort", "multi30k", "parallel")
 
 
 @dataclass
@@ -67,7 +73,7 @@ class TrainConfig:
     # evaluation, decoding, checkpoints
     eval_every: int = 200  # steps between evaluations (loss, exact match)
     eval_examples: int = 200  # held-out examples (synthetic tasks)
-    bleu_every: int = 0  # steps between BLEU evaluations; 0 = at the end of every epoch
+    bleu_every: int = 0  # BLEU every N steps (at evaluations, and the last); 0 = at every evaluation
     beam_size: int = 4
     length_penalty: float = 0.6
     max_len_a: float = 1.0
@@ -76,6 +82,66 @@ class TrainConfig:
     save_every: int = 1000
     keep_last: int = 5
     log_every: int = 10
+
+    def __post_init__(self) -> None:
+        for name, check in TRAIN_CHECKS.items():
+            check(name, getattr(self, name))
+        if self.min_length > self.max_length:
+            raise ValueError(f"min_length={self.min_length} must not exceed "
+                             f"max_length={self.max_length}")
+
+
+def _at_least(minimum: int):
+    return lambda name, value: _check_int(name, value, minimum)
+
+
+def _number(test, words: str):
+    """A check for a float key: `test(value)` must hold; `words` say the range."""
+    def check(name: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not test(value):
+            raise ValueError(f"{name}={value!r} must be a number {words}")
+    return check
+
+
+def _one_of(*choices: str):
+    return lambda name, value: _check_choice(name, value, choices)
+
+
+def _check_device(name: str, value) -> None:
+    if not isinstance(value, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", value):
+        raise ValueError(f"{name}={value!r} must be cpu, cuda or cuda:N")
+
+
+def _check_type(kind: type):
+    def check(name: str, value) -> None:
+        if not isinstance(value, kind):
+            raise ValueError(f"{name}={value!r} must be {_article(kind.__name__)}")
+    return check
+
+
+_NON_NEGATIVE = _number(lambda x: x >= 0, ">= 0")
+# The check of every training key; TrainConfig.__post_init__ runs them all.
+TRAIN_CHECKS = {
+    "task": _one_of(*TASK_CHOICES),
+    "steps": _at_least(1), "max_minutes": _NON_NEGATIVE, "seed": _at_least(0),
+    "device": _check_device, "precision": _one_of("fp32", "bf16"), "compile": _check_type(bool),
+    "threads": _at_least(0),
+    "lr_factor": _number(lambda x: x > 0, "> 0"), "warmup": _at_least(1),
+    "schedule": _one_of("noam", "constant"),
+    "label_smoothing": _number(lambda x: 0 <= x < 1, "in [0, 1)"),
+    "clip_norm": _NON_NEGATIVE, "accum_steps": _at_least(1),
+    "batch_size": _at_least(1), "batch_tokens": _at_least(1),
+    "num_symbols": _at_least(1), "min_length": _at_least(1), "max_length": _at_least(1),
+    "src_lang": _check_type(str), "tgt_lang": _check_type(str), "vocab_size": _at_least(1),
+    "data_dir": _check_type(str), "src": _check_type(str), "tgt": _check_type(str),
+    "valid_src": _check_type(str), "valid_tgt": _check_type(str),
+    "max_tokens_per_sentence": _at_least(0),
+    "eval_every": _at_least(1), "eval_examples": _at_least(1), "bleu_every": _at_least(0),
+    "beam_size": _at_least(1), "length_penalty": _NON_NEGATIVE, "max_len_a": _NON_NEGATIVE,
+    "max_len_b": _at_least(0),
+    "target_exact_match": _number(lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "save_every": _at_least(1), "keep_last": _at_least(1), "log_every": _at_least(1),
+}
 
 
 MODEL_KEYS = {f.name: f for f in dataclasses.fields(TransformerConfig)
@@ -128,6 +194,11 @@ def _article(kind: str) -> str:
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 
 
+# The recipe a task trains with when no --config is given: small enough for a CPU. The
+# synthetic tasks share the copy recipe (its task replaced); "parallel" keeps the defaults.
+TASK_RECIPES = {"copy": "copy", "reverse": "copy", "sort": "copy", "multi30k": "multi30k"}
+
+
 def shipped_recipes() -> list[str]:
     """The names of the recipes that come with the package."""
     return sorted(path.stem for path in RECIPES_DIR.glob("*.toml"))
@@ -170,7 +241,10 @@ def parse_sets(items: list[str]) -> dict:
 def split_keys(values: dict) -> tuple[dict, TrainConfig]:
     """Separate model keys from training keys; build and check the TrainConfig."""
     model = {k: v for k, v in values.items() if k in MODEL_KEYS}
-    train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS})
+    try:
+        train = TrainConfig(**{k: v for k, v in values.items() if k in TRAIN_KEYS})
+    except ValueError as error:
+        raise UserError(f"invalid training setting: {error}") from None
     return model, train
 
 

@@ -6,8 +6,14 @@
     RUN_DIR/checkpoints/        step-NNNNNN/, best/, averaged/ (checkpoint.py)
     RUN_DIR/plots/              PNGs written by `transformer plot`
 
-Which weights a command uses: `--checkpoint DIR` if given, else `averaged` (written by
-`average`), else `best` (highest validation BLEU or exact match), else the latest step.
+`--overwrite` replaces only a run directory (this project's config.json beside
+metrics.jsonl or checkpoints/), never another folder. `train --resume` may change only
+RESUMABLE_KEYS: how long and how the run goes on, not what it is.
+
+Which weights a command uses: `--checkpoint DIR` if given, else the newest of `averaged`
+(written by `average`), `best` (highest validation BLEU or exact match) and the latest
+step, by the last training step their weights cover; at equal steps, in that order.
+The choice is said on stderr: "using checkpoint RUN/checkpoints/averaged (steps 600-1000)".
 """
 
 from __future__ import annotations
@@ -23,11 +29,21 @@ from .config import TransformerConfig
 from .data.tokenizer import Tokenizer
 from .distributed import resolve_device
 from .errors import UserError
+from .metrics import METRICS_FILE
 from .model import Transformer
-from .recipe import TrainConfig
+from .recipe import TrainConfig, split_keys
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
+# What `train --resume` may change: how long the run goes on, how often it reports and
+# saves, where it runs. Everything else (model shape, vocabulary, data, seed, ...) is what
+# the run is: its checkpoints and its tokenizer only fit the values it has.
+RESUMABLE_KEYS = ("steps", "max_minutes", "eval_every", "save_every", "bleu_every",
+                  "log_every", "keep_last", "threads", "device")
+# Lines for stderr saying what a command used (its checkpoints). cli.main clears them,
+# runs the command, and prints them once it has succeeded: a failing command prints one
+# line, its error, and no more.
+NOTES: list[str] = []
 
 
 def make_run_dir(out: str | None, task: str, overwrite: bool) -> Path:
@@ -36,16 +52,42 @@ def make_run_dir(out: str | None, task: str, overwrite: bool) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise UserError(f"{run_dir}: already holds a run; use --resume {run_dir} or --overwrite")
+        if not is_run_dir(run_dir):  # `--out . --overwrite` must not empty a repository
+            raise UserError(f"{run_dir}: --overwrite replaces only a run directory (config.json "
+                            f"with {METRICS_FILE} or checkpoints/), and this folder is not one; "
+                            "nothing was deleted")
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def is_run_dir(folder: Path) -> bool:
+    """Whether `folder` holds a run of this project: its config.json, and a log or checkpoints."""
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
+        return False
+    return (isinstance(config, dict) and {"model", "train"} <= config.keys()
+            and ((folder / METRICS_FILE).is_file() or (folder / "checkpoints").is_dir()))
 
 
 def write_config(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig,
                  **extra) -> None:
     """config.json: the resolved model and training settings (and any `extra` sections)."""
     config = {"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(train_cfg), **extra}
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    _write_config(run_dir, config)
+
+
+def update_train_config(run_dir: Path, train_cfg: TrainConfig) -> None:
+    """Replace the training settings in config.json (after a resume changed some), the rest kept."""
+    config = read_config(run_dir)
+    config["train"] = dataclasses.asdict(train_cfg)
+    _write_config(run_dir, config)
+
+
+def _write_config(run_dir: Path, config: dict) -> None:
+    text = json.dumps(config, indent=2) + "\n"
+    (Path(run_dir) / CONFIG_FILE).write_text(text, encoding="utf-8")
 
 
 def read_config(run_dir: Path) -> dict:
@@ -69,22 +111,61 @@ def read_settings(run_dir: Path) -> tuple[dict, TrainConfig]:
         model_keys = {k: v for k, v in saved["model"].items()
                       if k not in ("src_vocab_size", "tgt_vocab_size", "pad_id")}
         return model_keys, TrainConfig(**saved["train"])
-    except (KeyError, TypeError, AttributeError) as error:  # edited by hand, or another version
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        # edited by hand, or written by another version
         detail = f"no key {error}" if isinstance(error, KeyError) else error
         raise UserError(f"{Path(run_dir) / CONFIG_FILE}: not a run config ({detail})") from None
+
+
+def resume_settings(run_dir: Path, asked: dict) -> tuple[dict, TrainConfig]:
+    """(model keys, TrainConfig) to resume a run with, the keys `asked` on the command line
+    applied; UserError on the first one that would change what the run is."""
+    model_keys, train_cfg = read_settings(run_dir)
+    saved = {**model_keys, **dataclasses.asdict(train_cfg)}
+    for key, value in asked.items():
+        if key not in RESUMABLE_KEYS and saved.get(key) != value:
+            raise UserError(f"--resume: {key!r} cannot change on resume (the run has "
+                            f"{saved.get(key)!r}, asked {value!r}); what can: "
+                            f"{', '.join(RESUMABLE_KEYS)}")
+    return split_keys({**saved, **asked})
 
 
 def pick_checkpoint(run_dir: Path, explicit: str | None = None) -> Path:
     """The checkpoint folder a command uses (see the module docstring for the order)."""
     if explicit:
         return Path(explicit)
-    for name in ("averaged", "best"):
-        if (run_dir / "checkpoints" / name).is_dir():
-            return run_dir / "checkpoints" / name
+    candidates = [run_dir / "checkpoints" / name for name in ("averaged", "best")
+                  if (run_dir / "checkpoints" / name).is_dir()]
     latest = ckpt.latest_checkpoint(run_dir)
-    if latest is None:
+    if latest is not None:
+        candidates.append(latest)
+    if not candidates:
         raise UserError(f"{run_dir}: no checkpoint found in {run_dir / 'checkpoints'}")
-    return latest
+    # max() keeps the first of equals: the order of `candidates` is the preference.
+    return max(candidates, key=lambda path: (checkpoint_steps(path) or (-1, -1))[1])
+
+
+def checkpoint_steps(path: Path) -> tuple[int, int] | None:
+    """(first, last) training step that a checkpoint's weights come from: one step for a
+    step or best checkpoint, the span of its sources for an averaged one; None if unknown."""
+    metadata = ckpt.read_metadata(path)
+    try:
+        if "averaged_from" in metadata:
+            steps = [int(ckpt.STEP_PATTERN.fullmatch(name).group(1))
+                     for name in json.loads(metadata["averaged_from"])]
+            return min(steps), max(steps)
+        return int(metadata["step"]), int(metadata["step"])
+    except (KeyError, ValueError, TypeError, AttributeError):  # hand-made or foreign metadata
+        return None
+
+
+def describe_checkpoint(path: Path) -> str:
+    """"PATH (steps 600-1000)", "PATH (step 1000)" or just "PATH"."""
+    steps = checkpoint_steps(path)
+    if steps is None:
+        return str(path)
+    first, last = steps
+    return f"{path} (step {last})" if first == last else f"{path} (steps {first}-{last})"
 
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu"
@@ -99,7 +180,11 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "
     except (TypeError, ValueError, KeyError) as error:
         raise UserError(f"{run_dir / CONFIG_FILE}: invalid model config ({error})") from None
     model = Transformer(cfg)
-    ckpt.load_weights(pick_checkpoint(run_dir, checkpoint), model)
+    path = pick_checkpoint(run_dir, checkpoint)
+    ckpt.load_weights(path, model)
+    note = f"using checkpoint {describe_checkpoint(path)}"
+    if note not in NOTES:  # a long-lived caller (a server) loads often: each one said once
+        NOTES.append(note)
     model.to(resolve_device(device)).eval()
     tokenizer_path = run_dir / TOKENIZER_FILE
     tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None

@@ -6,14 +6,17 @@ functions below it:
 
     update()         one optimizer update: `accum_steps` micro-batches, each forward ->
                      label-smoothed loss -> backward, weighted by its share of the
-                     update's target tokens; the finiteness check; clipping; Adam; Noam
+                     update's target tokens; the gradient norm (clipped if asked); the
+                     finiteness check, agreed by every rank; Adam; Noam
     evaluate()       validation loss, then BLEU or exact match (the task's), logged
-    save()           a checkpoint of everything a resume needs (rank 0 writes it)
+    save()           a checkpoint of everything a resume needs (rank 0 writes it, with
+                     every rank's RNG state)
 
 Around them: a tqdm progress bar, metrics.jsonl, exact resume (model, optimizer,
 scheduler, step, data position, RNG), SIGINT/SIGTERM -> checkpoint and exit 130, a
-guard that stops on a non-finite loss, bf16 autocast, torch.compile, and data-parallel
-training over processes launched by torchrun (distributed.py).
+guard that stops on a non-finite loss or gradient before it reaches the weights, bf16
+autocast, torch.compile, and data-parallel training over processes launched by torchrun
+(distributed.py).
 """
 
 from __future__ import annotations
@@ -35,12 +38,14 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .config import TransformerConfig
-from .distributed import Distributed, any_rank, global_sum, join, resolve_device
+from .distributed import (Distributed, any_rank, gather_objects, global_sum, join, main_first,
+                          resolve_device)
 from .errors import UserError
 from .loss import label_smoothed_loss
 from .metrics import METRICS_FILE, MetricsLog
 from .model import Transformer
 from .recipe import TrainConfig
+from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .schedule import adam, make_scheduler
 from .tasks import Task
 
@@ -49,14 +54,6 @@ INTERRUPTED_EXIT_CODE = 130
 
 class Interrupted(Exception):
     """Raised after a SIGINT/SIGTERM once the checkpoint is safely written."""
-
-
-@dataclass
-class Progress:
-    """What a checkpoint must hold besides the weights and the optimizer to resume exactly."""
-    step: int = 0
-    data: dict | None = None  # the task's position in its batch stream
-    best: float | None = None  # the best validation score so far (for the "best" checkpoint)
 
 
 def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, task: Task,
@@ -78,16 +75,16 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
     optimizer = adam(model.parameters())
     scheduler = make_scheduler(optimizer, train_cfg.schedule, model_cfg.d_model,
                                train_cfg.warmup, train_cfg.lr_factor)
-    progress = restore(run_dir, model, optimizer, scheduler) if resume else Progress()
+    progress = restore(run_dir, model, optimizer, scheduler, ctx) if resume else Progress()
     train_model = wrap_for_training(model, train_cfg, ctx)
     stream = task.train_stream(progress.data, ctx.rank, ctx.world_size)
 
     def save(name: str | None = None) -> None:
-        if ctx.is_main:
-            train_state = {"step": progress.step, "data": progress.data, "rng": rng_state(),
-                           "best": progress.best}
-            ckpt.save_checkpoint(run_dir, progress.step, model, optimizer, scheduler,
-                                 train_state, keep_last=train_cfg.keep_last, name=name)
+        state = train_state(progress, ctx)  # with every rank's RNG state: a collective
+        # Rank 0 writes, the others wait: one exiting early would make torchrun stop all.
+        main_first(ctx, lambda: ckpt.save_checkpoint(
+            run_dir, progress.step, model, optimizer, scheduler, state,
+            keep_last=train_cfg.keep_last, name=name))
 
     if ctx.is_main and not quiet:
         print(f"model: {model.num_parameters():,} parameters; training {train_cfg.task} "
@@ -109,12 +106,14 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                 micro, progress.data = next_update(stream, train_cfg.accum_steps, device)
                 result = update(train_model, optimizer, scheduler, micro, train_cfg,
                                 model_cfg.pad_id, ctx)
-                if result.diverged:
+                if result.problem:
                     progress.data = last_good[0]
                     set_rng_state(last_good[1])
                     save()
-                    raise UserError(f"training diverged: the loss is {result.loss} at step "
-                                    f"{progress.step + 1}; the last good state is saved in {run_dir}")
+                    where = f"the last good state is saved in {run_dir}" if ctx.is_main \
+                        else f"rank {ctx.rank} stopped"  # rank 0 alone writes, and says so
+                    raise UserError(f"training diverged: {result.problem} at step "
+                                    f"{progress.step + 1}; {where}")
                 progress.step += 1
                 step = progress.step
 
@@ -166,16 +165,6 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
 
 # --- set-up ---------------------------------------------------------------------------------
 
-def restore(run_dir: Path, model: nn.Module, optimizer, scheduler) -> Progress:
-    """Load the newest checkpoint of `run_dir` into model, optimizer and scheduler."""
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is None:
-        raise UserError(f"{run_dir}: no checkpoint to resume from")
-    state = ckpt.load_checkpoint(latest, model, optimizer, scheduler)
-    set_rng_state(state["rng"])
-    return Progress(state["step"], state["data"], state.get("best"))
-
-
 def wrap_for_training(model: nn.Module, train_cfg: TrainConfig, ctx: Distributed) -> nn.Module:
     """The module the loop calls: DDP across processes, then torch.compile, as asked.
     Checkpoints and evaluation use the plain `model`, which shares the same parameters."""
@@ -195,8 +184,7 @@ class UpdateResult:
     nll_sum: float
     n_tokens: int  # this rank's real target tokens
     lr: float  # the learning rate the update used
-    loss: float = 0.0  # the first non-finite loss met, for the message
-    diverged: bool = False
+    problem: str | None = None  # what was not finite ("the loss is nan"): no step was taken
 
 
 def next_update(stream, accum_steps: int, device: torch.device) -> tuple[list, dict]:
@@ -210,7 +198,8 @@ def next_update(stream, accum_steps: int, device: torch.device) -> tuple[list, d
 
 def update(train_model: nn.Module, optimizer, scheduler, micro: list, train_cfg: TrainConfig,
            pad_id: int, ctx: Distributed) -> UpdateResult:
-    """One optimizer update over the micro-batches `micro`; no step at all if the loss diverges."""
+    """One optimizer update over the micro-batches `micro`; no step at all, on any rank, if a
+    loss or the gradient is not finite on any rank."""
     n_tokens = sum(int((tgt_out != pad_id).sum()) for _, _, tgt_out in micro)
     # Weight each micro-batch by its share of the update's real target tokens, so that
     # k micro-batches (on every rank) give the gradient of one batch holding all of them:
@@ -226,20 +215,38 @@ def update(train_model: nn.Module, optimizer, scheduler, micro: list, train_cfg:
         with no_sync(), autocast(train_cfg, ctx.device):
             logits = train_model(src, tgt_in)
             out = label_smoothed_loss(logits, tgt_out, train_cfg.label_smoothing, pad_id)
-        if not torch.isfinite(out.loss):
-            # The weights are still those of the last good update: keep them so.
-            optimizer.zero_grad(set_to_none=True)
-            return UpdateResult(0.0, 0.0, n_tokens, result.lr, out.loss.item(), diverged=True)
+        # Backward even after a non-finite loss: under DDP the other ranks wait for this
+        # one in the gradients' all-reduce. The step is skipped below, by every rank.
         with no_sync():
             (out.loss * (out.n_tokens * weight)).backward()
         result.loss_sum += float(out.loss.detach()) * out.n_tokens
         result.nll_sum += out.nll_sum
-    if train_cfg.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(train_model.parameters(), train_cfg.clip_norm)
-    optimizer.step()
+    # The gradient's total norm, at every update: a finite loss can still give an infinite
+    # gradient. A max_norm of inf measures without clipping.
+    max_norm = train_cfg.clip_norm if train_cfg.clip_norm > 0 else math.inf
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(train_model.parameters(), max_norm))
+    result.problem = divergence(ctx, result.loss_sum, grad_norm)
+    if result.problem is None:  # else the weights stay those of the last good update
+        optimizer.step()
+        scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
     return result
+
+
+def divergence(ctx: Distributed, loss_sum: float, grad_norm: float) -> str | None:
+    """What is not finite in this update on any rank, in the same words on every rank ("the
+    loss is nan on rank 1"); None, on every rank, when all is finite. (A sum of losses is
+    non-finite exactly when one of them is.)"""
+    if not any_rank(ctx, [not (math.isfinite(loss_sum) and math.isfinite(grad_norm))])[0]:
+        return None
+    seen = gather_objects(ctx, (loss_sum, grad_norm))
+    # A non-finite loss makes the gradient non-finite too: name the cause, the loss, first.
+    for index, what in enumerate(("the loss", "the gradient norm")):
+        for rank, values in enumerate(seen):
+            if not math.isfinite(values[index]):
+                where = f" on rank {rank}" if ctx.world_size > 1 else ""
+                return f"{what} is {values[index]}{where}"
+    return None
 
 
 def autocast(train_cfg: TrainConfig, device: torch.device):
@@ -317,24 +324,7 @@ def format_eval(record: dict) -> str:
     return " | ".join(parts)
 
 
-# --- resume and stop ------------------------------------------------------------------------
-
-def rng_state() -> dict:
-    """The global RNG states (Python, torch CPU, CUDA): saved in checkpoints for an exact resume."""
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` captured, so that the next random draw is the same."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
+# --- stop -----------------------------------------------------------------------------------
 
 class StopFlag:
     """SIGINT/SIGTERM ask for a stop at the next update boundary; a second SIGINT stops now."""

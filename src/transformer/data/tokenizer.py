@@ -9,15 +9,18 @@ library; this file fixes the choices that matter for a translation model:
     normalisation      NFC only: no lowercasing, no accent stripping
     pre-tokenisation   Metaspace: each space becomes "▁" glued to the next word, so that
                        decoding restores the spaces exactly (no detokeniser needed)
-    unknown characters a character never seen in training becomes <unk>
+    unknown characters a character never seen in training becomes <unk>; `encode_known`
+                       leaves it out instead (for a model's input: it never saw <unk>)
 
     encode("A dog runs.")  -> list[int]   no <bos>/<eos>; batching adds them
+    encode_known(texts)    -> (ids per text, unknown symbols left out per text)
     decode(ids)            -> str         skips the special tokens
 """
 
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from ..errors import UserError, one_line
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # their position in this tuple is their id
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
+ZWJ = "\u200d"  # the zero-width joiner of emoji sequences such as 👨‍👩‍👧
 
 
 def _empty_bpe() -> tokenizers.Tokenizer:
@@ -93,6 +97,51 @@ class Tokenizer:
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Many sentences at once (the library spreads them over threads)."""
         return [enc.ids for enc in self.inner.encode_batch(list(texts), add_special_tokens=False)]
+
+    def encode_known(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[str]]]:
+        """Like `encode_batch`, but characters the vocabulary lacks are left out, not <unk>.
+
+        A model never sees <unk> in training (its vocabulary holds every training
+        character), so an <unk> in its input can derail the whole sentence. Returns the
+        ids and, per text, the symbols left out, e.g. ["🧒", "🧒", "⚽"].
+        """
+        ids = self.encode_batch(texts)
+        dropped: list[list[str]] = [[] for _ in ids]
+        for i, row in enumerate(ids):
+            if UNK_ID in row:  # rare: only these texts are looked at character by character
+                text, dropped[i] = self._without_unknown(texts[i])
+                # A literal "<unk>" typed in the text is an added token, not a character.
+                ids[i] = [t for t in self.encode(text) if t != UNK_ID]
+        return ids, dropped
+
+    def _without_unknown(self, text: str) -> tuple[str, list[str]]:
+        """(text less its unknown characters, those grouped into symbols).
+
+        A symbol goes with the spaces before it, so that the words around it read as
+        before: "a ball ⚽ on" -> "a ball on", "the beach 🏖️." -> "the beach.". A mark,
+        variation selector or joined emoji stays with its symbol: "🏖️" (two code points)
+        is one symbol.
+        """
+        if self.inner.normalizer is not None:  # the characters BPE sees (NFC composes some)
+            text = self.inner.normalizer.normalize_str(text)
+        kept: list[str] = []
+        symbols: list[str] = []
+        previous = ""  # the last character, if it was unknown
+        for char in text:
+            unknown = char != " " and self.inner.token_to_id(char) is None
+            if unknown and char.isspace():  # a tab, say: a space, not a symbol
+                char, unknown = " ", False
+            if unknown:
+                while kept and kept[-1] == " ":
+                    kept.pop()
+                if previous and (unicodedata.category(char)[0] == "M" or ZWJ in (char, previous)):
+                    symbols[-1] += char
+                else:
+                    symbols.append(char)
+            elif char != " " or kept or not symbols:  # "🧒 plays" -> "plays"
+                kept.append(char)
+            previous = char if unknown else ""
+        return "".join(kept), symbols
 
     def decode(self, ids: Sequence[int]) -> str:
         """ids -> text; special tokens (<pad>, <bos>, <eos>, <unk>) are left out, not stopped at."""

@@ -124,3 +124,20 @@ def test_explore_refuses_unknown_checkpoints_choice(runs, tmp_path):
     from transformer.errors import UserError
     with pytest.raises(UserError, match="checkpoints"):
         explore(runs[0], "a dog", tmp_path / "page.html", checkpoints="some")
+
+
+def test_the_explore_command_writes_one_offline_page(trained_translation_run, tmp_path, capsys):
+    from cli_helpers import run_main
+    out = tmp_path / "page.html"
+    code, stdout, err = run_main(capsys, ["explore", trained_translation_run, "the cat finds the ball .",
+                                          "--out", out, "--beam", 2])
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    html = out.read_text(encoding="utf-8")
+    assert "window.EXPLORER_DATA" in html and "the cat finds the ball ." in html
+
+
+def test_serve_refuses_a_bad_port_in_one_line(trained_translation_run, capsys):
+    from cli_helpers import assert_user_error, run_main
+    code, _, err = run_main(capsys, ["serve", trained_translation_run, "--port", "-1"])
+    assert_user_error(code, err, "--port")

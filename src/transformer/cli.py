@@ -116,6 +116,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attention", metavar="SENTENCE")
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
 
+    p = sub.add_parser("serve", help="HTTP API and the attention explorer page, on 127.0.0.1")
+    p.set_defaults(run=commands.serve)
+    p.add_argument("run_dir")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the newest of averaged, best, latest)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=at_least(0), default=8000)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("explore", help="the attention explorer for one sentence, as one offline HTML file")
+    p.set_defaults(run=commands.explore)
+    p.add_argument("run_dir")
+    p.add_argument("sentence")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--compare", metavar="OTHER_RUN_DIR", help="the same sentence through a second run, side by side")
+    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--device", default="cpu")
+
     p = sub.add_parser("data", help="download a corpus from its upstream")
     p.set_defaults(run=commands.data)
     p.add_argument("corpus", choices=("multi30k",))

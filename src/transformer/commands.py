@@ -34,10 +34,12 @@ from .data.translation import TooLong, translate_texts
 from .decoding import greedy_decode
 from .errors import UserError
 from .evaluate import corpus_bleu
+from .explore import explore as write_explorer_page
 from .plots import collect_attention, plot_attention, plot_curves, recording_attention
+from .serve import serve as run_server
 from .recipe import (TASK_CHOICES, TASK_RECIPES, TrainConfig, build_model_config, parse_sets,
                      read_recipe, split_keys)
-from .rundir import load_run, make_run_dir, resume_settings, update_train_config, write_config
+from .rundir import decoding_settings, load_run, make_run_dir, resume_settings, update_train_config, write_config
 from .tasks import make_task
 
 MULTI30K_TEST = "test_2016_flickr"
@@ -177,12 +179,6 @@ def translate(args) -> int:
     return 0
 
 
-def decoding_settings(saved: dict) -> dict:
-    """The run's length penalty and output length limit, for translate_texts."""
-    train = saved["train"]
-    return {"length_penalty": train.get("length_penalty", 0.6),
-            "max_len_a": train.get("max_len_a", 1.0), "max_len_b": train.get("max_len_b", 50)}
-
 
 def evaluate(args) -> int:
     model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
@@ -291,4 +287,17 @@ def ablate(args) -> int:
         if r["failure"]:
             print(f"{r['variant']}: {r['failure']}")
     print(f"\nwritten: {out / 'ablation.md'}, {out / 'ablation.png'}, and a run directory per variant")
+    return 0
+
+
+def serve(args) -> int:
+    """The HTTP API and the attention explorer page, on the loopback by default."""
+    return run_server(args.run_dir, args.checkpoint, args.host, args.port, args.device)
+
+
+def explore(args) -> int:
+    """The explorer page for one sentence, as a single self-contained HTML file."""
+    out = write_explorer_page(args.run_dir, args.sentence, args.out, compare=args.compare,
+                              beam=args.beam, device=args.device)
+    print(out)
     return 0

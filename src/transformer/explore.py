@@ -22,9 +22,8 @@ from pathlib import Path
 
 from .ablate import VARIANTS, with_attention
 from .analyze import analyze, tokenizer_vocabulary
-from .commands import decoding_settings
 from .errors import UserError
-from .rundir import load_run, pick_checkpoint
+from .rundir import decoding_settings, load_run, pick_checkpoint
 from .service import TranslationService
 
 CHECKPOINT_CHOICES = ("all", "chosen")

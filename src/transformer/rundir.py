@@ -189,3 +189,9 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "
     tokenizer_path = run_dir / TOKENIZER_FILE
     tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
     return model, tokenizer, saved
+
+def decoding_settings(saved: dict) -> dict:
+    """The run's length penalty and output length limit, for translate_texts."""
+    train = saved["train"]
+    return {"length_penalty": train.get("length_penalty", 0.6),
+            "max_len_a": train.get("max_len_a", 1.0), "max_len_b": train.get("max_len_b", 50)}

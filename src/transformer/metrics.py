@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -32,6 +33,34 @@ class MetricsLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+class Meter:
+    """Sums updates between two training records of metrics.jsonl."""
+
+    def __init__(self, world_size: int = 1) -> None:
+        self.world_size = world_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.nll, self.tokens, self.lr, self.since = 0.0, 0.0, 0, 0.0, time.time()
+
+    def add(self, loss_sum: float, nll_sum: float, n_tokens: int, lr: float) -> None:
+        """One update: its loss and NLL summed over its target tokens, and its learning rate."""
+        self.loss += loss_sum
+        self.nll += nll_sum
+        self.tokens += n_tokens
+        self.lr = lr
+
+    def record(self, step: int, elapsed_s: float) -> dict:
+        """The training record since the last one (per-token means; this rank's loss), then reset."""
+        seconds = max(time.time() - self.since, 1e-9)
+        n = max(self.tokens, 1)
+        record = {"kind": "train", "step": step, "loss": self.loss / n, "nll": self.nll / n,
+                  "lr": self.lr, "tokens_per_s": self.tokens * self.world_size / seconds,
+                  "elapsed_s": elapsed_s}
+        self.reset()
+        return record
 
 
 def read_metrics(path: str | Path) -> list[dict]:

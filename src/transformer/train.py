@@ -42,7 +42,7 @@ from .distributed import (Distributed, any_rank, gather_objects, global_sum, joi
                           resolve_device)
 from .errors import UserError
 from .loss import label_smoothed_loss
-from .metrics import METRICS_FILE, MetricsLog
+from .metrics import METRICS_FILE, Meter, MetricsLog
 from .model import Transformer
 from .recipe import TrainConfig
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
@@ -87,9 +87,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
             keep_last=train_cfg.keep_last, name=name))
 
     if ctx.is_main and not quiet:
-        print(f"model: {model.num_parameters():,} parameters; training {train_cfg.task} "
-              f"from step {progress.step} to {train_cfg.steps} on {device}"
-              + (f" x {ctx.world_size} processes" if ctx.world_size > 1 else ""), flush=True)
+        print(describe(model, train_cfg, progress.step, ctx), flush=True)
     log = MetricsLog(run_dir / METRICS_FILE, ctx.is_main)
     bar = tqdm(total=train_cfg.steps, initial=progress.step, disable=quiet or not ctx.is_main,
                dynamic_ncols=True, file=sys.stdout, mininterval=1.0)
@@ -118,7 +116,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                 step = progress.step
 
                 # Logging: a record every `log_every` updates, the progress bar every update.
-                meter.add(result)
+                meter.add(result.loss_sum, result.nll_sum, result.n_tokens, result.lr)
                 if step % train_cfg.log_every == 0 or step == train_cfg.steps:
                     record = meter.record(step, time.time() - start)
                     log.write(record)
@@ -136,12 +134,9 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                     last_eval = evaluate(model, task, train_cfg, step, final, device)
                     log.write(last_eval)
                     say(format_eval(last_eval))
-                    score = last_eval.get("bleu", last_eval.get("exact_match"))
-                    if score is not None and (progress.best is None or score > progress.best):
-                        progress.best = score
+                    if improves(last_eval, progress):
                         save("best")
-                    if train_cfg.target_exact_match and \
-                            last_eval.get("exact_match", 0) >= train_cfg.target_exact_match:
+                    if reached_target(last_eval, train_cfg):
                         say(f"exact match {last_eval['exact_match']:.1%} reached at step {step}")
                         save()
                         break
@@ -164,6 +159,13 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
 
 
 # --- set-up ---------------------------------------------------------------------------------
+
+def describe(model: nn.Module, train_cfg: TrainConfig, step: int, ctx: Distributed) -> str:
+    """The one line that says what is about to be trained, and where."""
+    where = f"{ctx.device}" + (f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
+    return (f"model: {model.num_parameters():,} parameters; training {train_cfg.task} "
+            f"from step {step} to {train_cfg.steps} on {where}")
+
 
 def wrap_for_training(model: nn.Module, train_cfg: TrainConfig, ctx: Distributed) -> nn.Module:
     """The module the loop calls: DDP across processes, then torch.compile, as asked.
@@ -256,32 +258,6 @@ def autocast(train_cfg: TrainConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-class Meter:
-    """Sums updates between two training records of metrics.jsonl."""
-
-    def __init__(self, world_size: int = 1) -> None:
-        self.world_size = world_size
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.nll, self.tokens, self.lr, self.since = 0.0, 0.0, 0, 0.0, time.time()
-
-    def add(self, result: UpdateResult) -> None:
-        self.loss += result.loss_sum
-        self.nll += result.nll_sum
-        self.tokens += result.n_tokens
-        self.lr = result.lr
-
-    def record(self, step: int, elapsed_s: float) -> dict:
-        """The training record since the last one (per-token means; this rank's loss), then reset."""
-        seconds = max(time.time() - self.since, 1e-9)
-        n = max(self.tokens, 1)
-        record = {"kind": "train", "step": step, "loss": self.loss / n, "nll": self.nll / n,
-                  "lr": self.lr, "tokens_per_s": self.tokens * self.world_size / seconds,
-                  "elapsed_s": elapsed_s}
-        self.reset()
-        return record
-
 
 # --- evaluation -----------------------------------------------------------------------------
 
@@ -293,6 +269,21 @@ def evaluate(model: nn.Module, task: Task, train_cfg: TrainConfig, step: int, fi
                                 task.pad_id, device))
     record.update(task.decode_metrics(model, train_cfg, device, step, final))
     return record
+
+
+def improves(record: dict, progress: Progress) -> bool:
+    """True (and progress.best updated) when the record's score beats the best so far."""
+    score = record.get("bleu", record.get("exact_match"))
+    if score is None or (progress.best is not None and score <= progress.best):
+        return False
+    progress.best = score
+    return True
+
+
+def reached_target(record: dict, train_cfg: TrainConfig) -> bool:
+    """A synthetic task may stop early once its exact match reaches `target_exact_match`."""
+    return bool(train_cfg.target_exact_match) and \
+        record.get("exact_match", 0) >= train_cfg.target_exact_match
 
 
 @torch.no_grad()

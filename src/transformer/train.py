@@ -48,6 +48,7 @@ from .recipe import TrainConfig
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .schedule import adam, make_scheduler
 from .tasks import Task
+from .validation import evaluate, format_eval, improves, reached_target
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -257,62 +258,6 @@ def autocast(train_cfg: TrainConfig, device: torch.device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-
-
-# --- evaluation -----------------------------------------------------------------------------
-
-def evaluate(model: nn.Module, task: Task, train_cfg: TrainConfig, step: int, final: bool,
-             device: torch.device) -> dict:
-    """The evaluation record of `step`: validation loss, then the task's decoding metrics."""
-    record = {"kind": "eval", "step": step}
-    record.update(evaluate_loss(model, task.eval_batches(), train_cfg.label_smoothing,
-                                task.pad_id, device))
-    record.update(task.decode_metrics(model, train_cfg, device, step, final))
-    return record
-
-
-def improves(record: dict, progress: Progress) -> bool:
-    """True (and progress.best updated) when the record's score beats the best so far."""
-    score = record.get("bleu", record.get("exact_match"))
-    if score is None or (progress.best is not None and score <= progress.best):
-        return False
-    progress.best = score
-    return True
-
-
-def reached_target(record: dict, train_cfg: TrainConfig) -> bool:
-    """A synthetic task may stop early once its exact match reaches `target_exact_match`."""
-    return bool(train_cfg.target_exact_match) and \
-        record.get("exact_match", 0) >= train_cfg.target_exact_match
-
-
-@torch.no_grad()
-def evaluate_loss(model, batches, epsilon: float, pad_id: int, device) -> dict:
-    """Teacher-forced loss, perplexity and token accuracy over held-out batches."""
-    was_training = model.training
-    model.eval()
-    loss_sum, nll_sum, n_tokens, n_correct = 0.0, 0.0, 0, 0
-    for src, tgt_in, tgt_out in batches:
-        src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
-        out = label_smoothed_loss(model(src, tgt_in), tgt_out, epsilon, pad_id)
-        loss_sum += float(out.loss) * out.n_tokens
-        nll_sum += out.nll_sum
-        n_tokens += out.n_tokens
-        n_correct += out.n_correct
-    model.train(was_training)
-    n = max(n_tokens, 1)
-    return {"loss": loss_sum / n, "nll": nll_sum / n, "ppl": math.exp(min(nll_sum / n, 50.0)),
-            "accuracy": n_correct / n}
-
-
-def format_eval(record: dict) -> str:
-    parts = [f"step {record['step']}", f"valid loss {record['loss']:.3f}",
-             f"ppl {record['ppl']:.2f}", f"acc {record['accuracy']:.1%}"]
-    if "exact_match" in record:
-        parts.append(f"exact match {record['exact_match']:.1%}")
-    if "bleu" in record:
-        parts.append(f"BLEU {record['bleu']:.2f}")
-    return " | ".join(parts)
 
 
 # --- stop -----------------------------------------------------------------------------------

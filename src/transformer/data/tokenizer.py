@@ -158,18 +158,5 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.inner.get_vocab_size()
 
-    @property
-    def pad_id(self) -> int:
-        return PAD_ID
-
-    @property
-    def bos_id(self) -> int:
-        return BOS_ID
-
-    @property
-    def eos_id(self) -> int:
-        return EOS_ID
-
-    @property
-    def unk_id(self) -> int:
-        return UNK_ID
+    # The special ids are the same in every tokenizer of this project (see SPECIAL_TOKENS).
+    pad_id, bos_id, eos_id, unk_id = PAD_ID, BOS_ID, EOS_ID, UNK_ID

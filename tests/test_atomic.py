@@ -1,13 +1,12 @@
 """Spec for atomic.py: a folder is replaced whole or not at all, whatever kills the writer."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from kill_helpers import die_at
 
 from transformer import atomic
 from transformer.atomic import list_folders, remove_folder, tidy, write_folder
@@ -91,34 +90,7 @@ KILL_POINTS = [
 
 def write_and_die(point, parent, text):
     """Write in a forked child that SIGKILLs itself at `point`; wait for it to die."""
-    function, nth, when, _ = point
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        try:
-            real, calls = getattr(os, function), [0]
-
-            def hook(*args):
-                calls[0] += 1
-                if calls[0] == nth and when == "before":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                result = real(*args)
-                if calls[0] == nth and when == "after":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return result
-
-            setattr(os, function, hook)
-            write_folder(parent, "x", writer(text))
-        finally:
-            os._exit(0)
-    deadline = time.monotonic() + 60
-    while not (done := os.waitpid(pid, os.WNOHANG))[0]:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the writing child hung")
-        time.sleep(0.01)
-    status = done[1]
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    die_at(point, lambda: write_folder(parent, "x", writer(text)))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork to kill a writer mid-way")

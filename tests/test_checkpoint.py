@@ -3,11 +3,10 @@
 import dataclasses
 import os
 import random
-import signal
-import time
 from pathlib import Path
 
 import pytest
+from kill_helpers import die_at
 import torch
 from safetensors import safe_open
 
@@ -285,37 +284,7 @@ KILL_POINTS = [
 
 def save_and_die(point, run_dir, model, step):
     """Save in a forked child that SIGKILLs itself at `point`; wait for it to die."""
-    function, nth, when, _ = point
-    pid = os.fork()
-    if pid == 0:  # the child never returns into pytest
-        try:
-            real = getattr(os, function)
-            calls = [0]
-
-            def hook(*args):
-                calls[0] += 1
-                if calls[0] == nth and when == "before":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                result = real(*args)
-                if calls[0] == nth and when == "after":
-                    os.kill(os.getpid(), signal.SIGKILL)
-                return result
-
-            setattr(os, function, hook)
-            save_checkpoint(run_dir, step, model)
-        finally:
-            os._exit(0)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the saving child hung")
-        time.sleep(0.01)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    die_at(point, lambda: save_checkpoint(run_dir, step, model))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork to kill a saver mid-way")

@@ -107,7 +107,7 @@ def test_info(live_server):
     assert info["checkpoint"] == service.default.name and info["step"] == 40
     bleu = [r for r in read_metrics(run_dir / "metrics.jsonl") if "bleu" in r][-1]
     assert info["valid_bleu"] == pytest.approx(bleu["bleu"]) and info["valid_bleu_step"] == 40
-    assert info["has_tokenizer"] is True
+    assert info["symbols"] is None  # a translation run reads text, not numbered symbols
 
 
 def test_explorer_page_and_its_files(live_server):
@@ -141,13 +141,19 @@ def synthetic_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_a_synthetic_run_has_no_tokenizer(synthetic_run):
+def test_a_synthetic_run_is_served_in_its_symbols(synthetic_run):
+    """One step of training copies nothing yet; what matters is the vocabulary: numbers in,
+    numbers out (a trained copy run is served in test_symbols.py)."""
     running = Server(synthetic_run)
     try:
-        status, _, payload = running.request("/api/translate", {"text": "4 5 6"})
-        assert_error(status, payload, 400, "this run has no tokenizer")
+        answer = running.translate({"text": "4 5 6"})
+        assert answer["source_tokens"] == ["4", "5", "6", "<eos>"]
+        symbols = [t for t in answer["target_tokens"][:-1] if t.isdigit()]  # <unk> is left out
+        assert answer["translation"] == " ".join(symbols)
+        status, _, payload = running.request("/api/translate", {"text": "4 16"})
+        assert_error(status, payload, 400, "'16'", "0 to 15")
         status, _, info = running.request("/api/info")
-        assert status == 200 and info["languages"] == "copy" and info["has_tokenizer"] is False
+        assert status == 200 and info["languages"] == "copy" and info["symbols"] == 16
         assert info["valid_bleu"] is None
     finally:
         running.stop()

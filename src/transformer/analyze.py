@@ -14,7 +14,8 @@ attention weights are rounded to 3 decimals to keep it small (a 30-token sentenc
 6-layer, 8-head model is still some 100,000 numbers).
 
 A model knows ids, a person reads tokens: `Vocabulary` is the little a translation needs
-from either side, and `tokenizer_vocabulary` adapts the BPE `Tokenizer` to it.
+from either side, and `tokenizer_vocabulary` adapts a run's vocabulary to it: the BPE
+`Tokenizer`, or the `SymbolVocabulary` of a synthetic task ("3 7 1" -> tokens "3", "7", "1").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Protocol
 import torch
 
 from .data.batching import collate
+from .data.symbols import SymbolVocabulary
 from .data.tokenizer import Tokenizer
 from .decoding import beam_search
 from .errors import UserError
@@ -51,26 +53,27 @@ class Vocabulary(Protocol):
 
 
 class _TokenizerVocabulary:
-    """A `Tokenizer` seen as a `Vocabulary` (see `tokenizer_vocabulary`)."""
+    """A `Tokenizer` or `SymbolVocabulary` seen as a `Vocabulary` (see `tokenizer_vocabulary`)."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer | SymbolVocabulary) -> None:
         self.tokenizer = tokenizer
         self.pad_id, self.bos_id, self.eos_id = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
 
     def encode(self, text: str) -> list[int]:
         # encode_known, as `translate` reads its input: symbols the vocabulary lacks are
-        # left out rather than fed to the model as an <unk> it never saw in training.
+        # left out rather than fed to the model as an <unk> it never saw in training (a
+        # SymbolVocabulary refuses them instead, with a UserError).
         return self.tokenizer.encode_known([text])[0][0]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(ids)
 
     def token(self, id: int) -> str:
-        return self.tokenizer.inner.id_to_token(id)
+        return self.tokenizer.token(id)
 
 
-def tokenizer_vocabulary(tokenizer: Tokenizer) -> Vocabulary:
-    """The BPE tokenizer of a translation run as a `Vocabulary`."""
+def tokenizer_vocabulary(tokenizer: Tokenizer | SymbolVocabulary) -> Vocabulary:
+    """A run's vocabulary, as `load_run` gives it, as a `Vocabulary`."""
     return _TokenizerVocabulary(tokenizer)
 
 

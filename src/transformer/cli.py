@@ -1,8 +1,10 @@
-"""The `transformer` command: train, translate, evaluate, average, plot, data.
+"""The `transformer` command: train, translate, score, evaluate, average, plot, data, ...
 
     transformer train TASK [--config FILE] [--set KEY=VALUE ...] [--out RUN_DIR] [--steps N]
     transformer train --resume RUN_DIR
-    transformer translate RUN_DIR [--beam 4] [SENTENCE ... | --input FILE | stdin]
+    transformer translate RUN_DIR [--beam 4 | --sample] [--n-best K] [--scores]
+                          [SENTENCE ... | --input FILE | stdin, line by line]
+    transformer score RUN_DIR --src FILE --tgt FILE [--tokens]
     transformer evaluate RUN_DIR [--split test_2016_flickr] [--beam 4]
     transformer average RUN_DIR --last 5
     transformer plot RUN_DIR [--attention "a sentence"]
@@ -16,16 +18,45 @@ Exit codes: 0 done; 2 bad usage or bad input (one line on stderr saying what and
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 
-from . import commands
+from . import commands, translate_commands
 from .errors import UserError
 from .recipe import TASK_CHOICES
 from .rundir import NOTES, RESUMABLE_KEYS
 from .train import INTERRUPTED_EXIT_CODE, Interrupted
 
+BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off this way
+
 
 CHECKPOINT_HELP = "checkpoint folder (default: the newest of averaged, best and the latest step)"
+
+TRANSLATE_FORMATS = """\
+output, one block per input line, in input order:
+  TEXT                                     the best translation
+  TEXT<TAB>LOGPROB<TAB>NORMALISED          with --scores
+  with --n-best K: K lines SCORE<TAB>TEXT, best first (with --sample: K samples, in the
+  order drawn), then an empty line; --scores appends <TAB>LOGPROB<TAB>NORMALISED to each
+LOGPROB: log P(TEXT's tokens, then <eos> | source) under the model (the sum of their
+log-probabilities; whatever decoded TEXT, with temperature 1 and the whole vocabulary).
+NORMALISED: LOGPROB / ((5 + n + 1) / 6) ** length_penalty, n = TEXT's tokens: GNMT's
+length penalty, the run's length_penalty, as beam search ranks finished hypotheses.
+SCORE: the beam's ranking score (NORMALISED, except for an output cut at the length limit,
+which the beam scores without <eos>); of a sample: NORMALISED. Numbers have 4 decimals.
+An empty input line gives an empty line (an empty block with --n-best): nothing is decoded.
+Without sentences or --input, stdin is read line by line, each answer printed at once."""
+
+SCORE_FORMATS = """\
+output, one line per line pair, in file order:
+  LOGPROB                                  log P(target tokens, then <eos> | source)
+  LOGPROB<TAB>TOKEN_LOGPROBS<TAB>TOKENS    with --tokens: the n + 1 log-probabilities of
+                                           the target's tokens and <eos>, space-separated,
+                                           and those tokens (BPE pieces, then <eos>)
+Forced decoding under the model in eval mode: no dropout, no label smoothing; LOGPROB is
+the sum of TOKEN_LOGPROBS (before rounding to 4 decimals). Source symbols the vocabulary
+lacks are left out (as translate does), target ones are scored as <unk>."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -45,6 +76,17 @@ def at_least(minimum: int):
         return value
     parse.__name__ = f"integer >= {minimum}"
     return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0, else a one-line usage error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,26 +118,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-tgt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("translate", help="translate sentences with a trained run")
-    p.set_defaults(run=commands.translate)
+    p = sub.add_parser("translate", help="translate sentences with a trained run",
+                       epilog=TRANSLATE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=translate_commands.translate)
     p.add_argument("run_dir")
     p.add_argument("sentences", nargs="*")
-    p.add_argument("--input", help="a file with one sentence per line ('-' = stdin)")
-    p.add_argument("--beam", type=at_least(1), default=4, help="beam size; 1 = greedy (default 4)")
+    p.add_argument("--input", help="a file with one sentence per line, translated in batches "
+                                   "('-' = stdin, read and answered line by line)")
+    p.add_argument("--beam", type=at_least(1), help="beam size; 1 = greedy (default 4)")
     p.add_argument("--n-best", type=at_least(1), metavar="K",
-                   help="print the K best translations of each sentence (K <= --beam), best "
-                        "first, one per line as SCORE<TAB>TEXT (score: log-probability over "
-                        "GNMT's length penalty), then an empty line after each sentence")
+                   help="the K best translations of each sentence (K <= --beam), or with "
+                        "--sample K samples; format below")
+    p.add_argument("--scores", action="store_true",
+                   help="add each output's log-probability and length-normalised score")
+    p.add_argument("--sample", action="store_true",
+                   help="draw each token at random from the model's distribution instead of "
+                        "searching (ancestral sampling)")
+    p.add_argument("--temperature", type=positive_number, metavar="T",
+                   help="with --sample: divide the logits by T > 0; below 1 sharper, above 1 "
+                        "flatter (default 1.0)")
+    p.add_argument("--top-k", type=at_least(0), metavar="K",
+                   help="with --sample: draw among the K most likely tokens only "
+                        "(default 0: the whole vocabulary)")
+    p.add_argument("--seed", type=int, help="with --sample: the same seed draws the same "
+                                            "samples for the same line (default: a random one, "
+                                            "said on stderr)")
     p.add_argument("--long", choices=("error", "truncate"), default="error",
                    help="a sentence longer than the model's limit: refuse the input, naming "
                         "every such line (default), or cut it at the limit with a warning")
-    p.add_argument("--checkpoint", help="checkpoint folder (default: best, else latest)")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("score", help="forced decoding: the log-probability of each translation "
+                                     "in --tgt of its source in --src",
+                       epilog=SCORE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=translate_commands.score)
+    p.add_argument("run_dir")
+    p.add_argument("--src", required=True, help="source sentences, one per line")
+    p.add_argument("--tgt", required=True, help="their translations, line by line")
+    p.add_argument("--tokens", action="store_true", help="also the log-probability of every token")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu")
 
     p = sub.add_parser("evaluate", help="BLEU (sacreBLEU) of a run on a Multi30k split")
-    p.set_defaults(run=commands.evaluate)
+    p.set_defaults(run=translate_commands.evaluate)
     p.add_argument("run_dir")
-    p.add_argument("--split", help=f"Multi30k split (default {commands.MULTI30K_TEST}; a run "
+    p.add_argument("--split", help=f"Multi30k split (default {translate_commands.MULTI30K_TEST}; a run "
                                    "trained on its own files: its validation files)")
     p.add_argument("--beam", type=at_least(1), default=4)
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
@@ -170,6 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return INTERRUPTED_EXIT_CODE
+    except BrokenPipeError:
+        # The reader went away (`translate ... | head -1`): stop quietly, as Unix tools do.
+        # stdout is pointed at /dev/null so that Python's own flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT_CODE
 
 
 if __name__ == "__main__":

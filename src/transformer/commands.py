@@ -1,13 +1,14 @@
-"""The body of every `transformer` command; cli.py parses the arguments and calls one.
+"""The body of the `transformer` commands that make and manage runs; cli.py parses the
+arguments and calls one. Those that put text through a run (translate, score, evaluate)
+are in translate_commands.py.
 
     train       a recipe (+ --set, + flags) -> a run directory, trained (or --resume one)
-    translate   sentences in, translations out
-    evaluate    sacreBLEU of a run on a Multi30k split, its own validation files, or any
-                parallel files
     average     the mean of the last N checkpoints
     plot        learning curves and attention maps as PNG
     data        download a corpus
     ablate      the classic mistakes trained next to the baseline
+    serve       the HTTP API and the attention explorer
+    explore     the explorer page for one sentence, as one HTML file
 
 Each takes the parsed arguments and returns the exit code; a mistake of the user's is a
 UserError, which cli.py prints on one line.
@@ -15,7 +16,6 @@ UserError, which cli.py prints on one line.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -28,21 +28,16 @@ from .ablate import ablate as run_ablation
 from .ablate_report import format_table
 from .averaging import save_average
 from .data.batching import collate
-from .data.parallel import download_multi30k, load_multi30k, read_lines, read_parallel
-from .data.synthetic import FIRST_SYMBOL
-from .data.translation import TooLong, translate_texts
+from .data.parallel import download_multi30k
 from .decoding import greedy_decode
 from .errors import UserError
-from .evaluate import corpus_bleu
 from .explore import explore as write_explorer_page
 from .plots import collect_attention, plot_attention, plot_curves, recording_attention
 from .serve import serve as run_server
 from .recipe import (TASK_CHOICES, TASK_RECIPES, TrainConfig, build_model_config, parse_sets,
                      read_recipe, split_keys)
-from .rundir import decoding_settings, load_run, make_run_dir, resume_settings, update_train_config, write_config
+from .rundir import load_run, make_run_dir, resume_settings, update_train_config, write_config
 from .tasks import make_task
-
-MULTI30K_TEST = "test_2016_flickr"
 
 
 # --- train ----------------------------------------------------------------------------------
@@ -121,99 +116,7 @@ def print_summary(summary: dict, task, wall_s: float, run_dir: Path) -> None:
             print(f"  {mark}{src} => {ref} | {hyp}")
 
 
-# --- using a trained run --------------------------------------------------------------------
-
-def _needs_tokenizer(tokenizer, run_dir) -> None:
-    if tokenizer is None:
-        raise UserError(f"{run_dir}: has no tokenizer.json (a synthetic-task run cannot translate text)")
-
-
-def read_input(args) -> list[str]:
-    """The sentences to translate: the arguments, --input FILE, or stdin."""
-    if args.sentences and args.input:
-        raise UserError("translate: give sentences as arguments or --input FILE, not both")
-    if args.sentences:
-        return [s.strip() for s in args.sentences]
-    if args.input and args.input != "-":
-        try:
-            return read_lines(args.input)
-        except UserError as error:
-            if "file is empty" in str(error):
-                return []
-            raise
-    data = sys.stdin.buffer.read()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
-        raise UserError(f"<stdin>:{line}: not valid UTF-8") from None
-    return [line.strip() for line in text.split("\n")[:-1 if text.endswith("\n") else None]]
-
-
-def translate(args) -> int:
-    """One line out per line in; with --n-best K, per sentence up to K lines
-    "SCORE<TAB>TEXT", best first, then an empty line. Notes and warnings go to stderr."""
-    if args.n_best is not None and args.n_best > args.beam:
-        raise UserError(f"--n-best {args.n_best}: must not exceed --beam {args.beam} "
-                        f"(the beam holds the candidates)")
-    model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
-    _needs_tokenizer(tokenizer, args.run_dir)
-
-    def tell(kind: str, message: str) -> None:  # "note: ..." or "warning: ...", once per line
-        print(f"{kind}: {message}", file=sys.stderr)
-
-    try:
-        results = translate_texts(model, tokenizer, read_input(args), args.beam,
-                                  **decoding_settings(saved), long=args.long, report=tell,
-                                  n_best=args.n_best or 1, return_scores=True,
-                                  device=next(model.parameters()).device)
-    except TooLong as error:  # all checked before any decoding: nothing was printed
-        raise UserError(f"{error}; use --long truncate to cut them") from None
-    for best in results:
-        if args.n_best is None:
-            print(best[0][0] if best else "")
-            continue
-        for text, score in best:
-            print(f"{score:.4f}\t{text}")
-        print()
-    return 0
-
-
-
-def evaluate(args) -> int:
-    model, tokenizer, saved = load_run(args.run_dir, args.checkpoint, args.device)
-    _needs_tokenizer(tokenizer, args.run_dir)
-    train = saved["train"]
-    if args.src or args.ref:
-        if not (args.src and args.ref):
-            raise UserError("evaluate: give both --src and --ref, or neither")
-        pairs, name = read_parallel(args.src, args.ref), args.src
-    elif train.get("task") == "parallel" and not (args.split or args.data_dir):
-        pairs, name = validation_pairs(args.run_dir, train)
-    else:
-        split = args.split or MULTI30K_TEST
-        pairs, name = load_multi30k(split, train["src_lang"], train["tgt_lang"],
-                                    args.data_dir or train.get("data_dir") or None), split
-    hypotheses = translate_texts(model, tokenizer, [s for s, _ in pairs], args.beam,
-                                 **decoding_settings(saved), device=next(model.parameters()).device)
-    score, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
-    if args.output:
-        Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
-    print(f"BLEU = {score:.2f}  ({name}, {train['src_lang']}->{train['tgt_lang']}, "
-          f"beam {args.beam}, {len(pairs)} sentences)")
-    print(f"signature: {signature}")
-    return 0
-
-
-def validation_pairs(run_dir: str, train: dict) -> tuple[list[tuple[str, str]], str]:
-    """A run trained on its own files (task parallel) is scored on its own validation files."""
-    src, tgt = train.get("valid_src"), train.get("valid_tgt")
-    if not (src and tgt):
-        raise UserError(f"{run_dir}: trained on --src/--tgt with part of that data held out for "
-                        "validation, so it has no validation files to score; give --src FILE "
-                        "--ref FILE")
-    return read_parallel(src, tgt), f"the run's validation files {src} and {tgt}"
-
+# --- the run's checkpoints and plots --------------------------------------------------------
 
 def average(args) -> int:
     run_dir = Path(args.run_dir)
@@ -242,21 +145,12 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None) -> 
     """Decode `sentence`, then draw every attention map of the forward pass that scores it."""
     model, tokenizer, _ = load_run(str(run_dir), checkpoint)
     cfg = model.cfg
-    if tokenizer is not None:
-        src_ids, bos, eos = tokenizer.encode(sentence), tokenizer.bos_id, tokenizer.eos_id
-        show = lambda ids: [tokenizer.inner.id_to_token(i) for i in ids]  # noqa: E731
-    else:  # synthetic task: the sentence is symbols, e.g. "3 1 4 1 5"
-        try:
-            src_ids = [int(t) + FIRST_SYMBOL for t in sentence.split()]
-        except ValueError:
-            raise UserError(f"--attention {sentence!r}: a synthetic-task run takes numbers, e.g. '3 1 4'") from None
-        symbols = cfg.src_vocab_size - FIRST_SYMBOL
-        for token in sentence.split():
-            if not 0 <= int(token) < symbols:
-                raise UserError(f"--attention {sentence!r}: symbol {token} is not one of this "
-                                f"run's symbols, 0 to {symbols - 1}")
-        bos, eos = 1, 2
-        show = lambda ids: [str(i - FIRST_SYMBOL) if i >= FIRST_SYMBOL else ["<pad>", "<bos>", "<eos>", "<unk>"][i] for i in ids]  # noqa: E731
+    try:  # a synthetic run reads its symbols, e.g. "3 1 4 1 5", and refuses anything else
+        src_ids = tokenizer.encode(sentence)
+    except UserError as error:
+        raise UserError(f"--attention {sentence!r}: {error}") from None
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    show = lambda ids: [tokenizer.token(i) for i in ids]  # noqa: E731
     if not src_ids or len(src_ids) >= cfg.max_len:
         raise UserError(f"--attention: the sentence must have 1 to {cfg.max_len - 1} tokens")
     src = collate([(src_ids, [])], cfg.pad_id, bos, eos)[0]

@@ -1,6 +1,6 @@
 """The attention explorer as one offline HTML file: a sentence, its translation, every map.
 
-    explore(RUN_DIR, "A dog runs.", "explorer.html")
+    explore(RUN_DIR, "A dog runs.", "explorer.html")     (a copy run: "3 7 1 12", its symbols)
 
 translates the sentence with each checkpoint of the run (checkpoints="all": every
 `step-*` folder, oldest first, then the named ones such as `best` and `averaged`, as the
@@ -100,8 +100,6 @@ def explain(run_dir: Path, checkpoint: Path, sentence: str, beam: int, n_best: i
     """{"label", "checkpoint", "result"}: one checkpoint's answer, decoded as the run's
     own evaluations were (its length penalty and length limit)."""
     model, tokenizer, saved = load_run(run_dir, checkpoint=str(checkpoint), device=device)
-    if tokenizer is None:
-        raise UserError(f"{run_dir}: no tokenizer.json; the explorer needs a translation run")
     restore_ablation(model, saved)
     result = analyze(model, tokenizer_vocabulary(tokenizer), sentence, beam=beam,
                      n_best=min(n_best, beam), attention=True, **decoding_settings(saved))

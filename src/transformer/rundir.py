@@ -1,7 +1,8 @@
 """What a run directory is: made by `train`, read by every other command.
 
     RUN_DIR/config.json         {"model": TransformerConfig fields, "train": TrainConfig fields}
-    RUN_DIR/tokenizer.json      the joint BPE (translation runs only)
+    RUN_DIR/tokenizer.json      the joint BPE (translation runs only; a synthetic run's
+                                vocabulary is its numbered symbols, data/symbols.py)
     RUN_DIR/metrics.jsonl       the training log (metrics.py)
     RUN_DIR/checkpoints/        step-NNNNNN/, best/, averaged/ (checkpoint.py)
     RUN_DIR/plots/              PNGs written by `transformer plot`
@@ -26,6 +27,9 @@ from pathlib import Path
 
 from . import checkpoint as ckpt
 from .config import TransformerConfig
+from .data.symbols import SymbolVocabulary
+from .data.synthetic import FIRST_SYMBOL
+from .data.synthetic import TASKS as SYNTHETIC_TASKS
 from .data.tokenizer import Tokenizer
 from .distributed import resolve_device
 from .errors import UserError
@@ -169,8 +173,12 @@ def describe_checkpoint(path: Path) -> str:
 
 
 def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "cpu"
-             ) -> tuple[Transformer, Tokenizer | None, dict]:
-    """(model in eval mode, tokenizer or None, saved config dict) from a run directory."""
+             ) -> tuple[Transformer, Tokenizer | SymbolVocabulary, dict]:
+    """(model in eval mode, its vocabulary, saved config dict) from a run directory.
+
+    The vocabulary is the run's BPE `Tokenizer` (tokenizer.json), or for a synthetic task
+    its `SymbolVocabulary`; both encode and decode text alike (see `load_vocabulary`).
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
@@ -186,9 +194,31 @@ def load_run(run_dir: str | Path, checkpoint: str | None = None, device: str = "
     if note not in NOTES:  # a long-lived caller (a server) loads often: each one said once
         NOTES.append(note)
     model.to(resolve_device(device)).eval()
+    return model, load_vocabulary(run_dir, saved), saved
+
+
+def load_vocabulary(run_dir: Path, saved: dict) -> Tokenizer | SymbolVocabulary:
+    """The run's tokenizer.json, or the symbols of a synthetic task (`num_symbols` of its
+    config); UserError for a translation run without its tokenizer.json."""
     tokenizer_path = run_dir / TOKENIZER_FILE
-    tokenizer = Tokenizer.load(tokenizer_path) if tokenizer_path.exists() else None
-    return model, tokenizer, saved
+    if tokenizer_path.exists():
+        return Tokenizer.load(tokenizer_path)
+    train = saved.get("train") if isinstance(saved.get("train"), dict) else {}
+    task = train.get("task")
+    if task not in SYNTHETIC_TASKS:
+        raise UserError(f"{tokenizer_path}: no such file (a translation run needs the "
+                        "tokenizer it was trained with)")
+    num_symbols = train.get("num_symbols")
+    sizes = {saved["model"]["src_vocab_size"], saved["model"]["tgt_vocab_size"]}
+    # The model's ids must be exactly the symbols' (and the special ones): any other id
+    # could be neither typed nor shown.
+    if isinstance(num_symbols, bool) or not isinstance(num_symbols, int) or \
+            num_symbols < 1 or sizes != {FIRST_SYMBOL + num_symbols}:
+        raise UserError(f"{run_dir / CONFIG_FILE}: num_symbols={num_symbols!r} does not fit the "
+                        f"model's vocabulary of {' and '.join(map(str, sorted(sizes)))} ids "
+                        f"({FIRST_SYMBOL} special ids + the symbols)")
+    return SymbolVocabulary(num_symbols)
+
 
 def decoding_settings(saved: dict) -> dict:
     """The run's length penalty and output length limit, for translate_texts."""

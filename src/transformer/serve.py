@@ -9,6 +9,8 @@
     GET  /               the attention explorer (explorer/index.html)
     GET  /static/NAME    the explorer's other files
 
+A synthetic run (copy, reverse, sort) takes and gives its symbols as text, "3 7 1 12".
+
 The standard library's `http.server` (one thread per connection) rather than a web
 framework: a handful of routes need no routing library, and the project gains no
 dependency.

@@ -10,6 +10,9 @@
                                     {"results": [one such dict per text]}
     info() -> dict                  the model, its checkpoints, languages, validation BLEU
 
+A synthetic run (copy, reverse, sort) is asked and answers in its symbols: "3 7 1", each
+number a token (data/symbols.py).
+
 A request names a checkpoint folder of the run ("step-000400", "best"): its model is
 loaded on first use and the last few stay loaded (least recently used goes first), so an
 explorer sliding through training steps does not reload at every move. A folder rewritten
@@ -31,6 +34,7 @@ from pathlib import Path
 from . import checkpoint as ckpt
 from .analyze import analyze, encode_source, tokenizer_vocabulary
 from .atomic import list_folders
+from .data.symbols import SymbolVocabulary
 from .errors import UserError
 from .metrics import METRICS_FILE, metric_series, read_metrics
 from .rundir import checkpoint_steps, load_run, pick_checkpoint
@@ -108,7 +112,8 @@ class TranslationService:
             raise UserError(f"{self.run_dir}: no such run directory")
         self.default = pick_checkpoint(self.run_dir, checkpoint)
         model, tokenizer, self.saved = load_run(self.run_dir, str(self.default), device)
-        self.vocab = tokenizer_vocabulary(tokenizer) if tokenizer is not None else None
+        self.vocab = tokenizer_vocabulary(tokenizer)
+        self.symbols = tokenizer.num_symbols if isinstance(tokenizer, SymbolVocabulary) else None
         train = self.saved.get("train", {})
         self.settings = {key: train[key] for key in DECODING_KEYS if key in train}
         self.parameters = model.num_parameters()
@@ -120,8 +125,6 @@ class TranslationService:
 
     def translate(self, body) -> dict:
         request = parse_request(body)
-        if self.vocab is None:
-            raise UserError("this run has no tokenizer")
         answers = []
         with self.lock:
             if self.closed:
@@ -159,7 +162,7 @@ class TranslationService:
             "task": train.get("task"),
             # "en-de" for a translation run; for a synthetic one the task says what it does
             "languages": (f"{train.get('src_lang')}-{train.get('tgt_lang')}"
-                          if self.vocab is not None else train.get("task")),
+                          if self.symbols is None else train.get("task")),
             "model": self.saved.get("model"),
             "parameters": self.parameters,
             "max_len": self.max_len,
@@ -169,7 +172,9 @@ class TranslationService:
                             for name, path in self.checkpoints().items()],
             "valid_bleu": bleus[-1] if bleus else None,  # of the last evaluation with BLEU
             "valid_bleu_step": bleu_steps[-1] if bleu_steps else None,
-            "has_tokenizer": self.vocab is not None,
+            # a synthetic run's number of symbols (its input is the numbers 0 to symbols - 1);
+            # None for a translation run, which reads text
+            "symbols": self.symbols,
             "max_beam": MAX_BEAM,
         }
 

@@ -15,6 +15,7 @@ library; this file fixes the choices that matter for a translation model:
     encode("A dog runs.")  -> list[int]   no <bos>/<eos>; batching adds them
     encode_known(texts)    -> (ids per text, unknown symbols left out per text)
     decode(ids)            -> str         skips the special tokens
+    token(id)              -> str         one id's subword, e.g. "▁dog"
 """
 
 from __future__ import annotations
@@ -153,6 +154,10 @@ class Tokenizer:
     def tokens(self, text: str) -> list[str]:
         """The subword strings of a sentence, e.g. ["▁A", "▁dog", "▁run", "s", "."] (for plots)."""
         return self.inner.encode(text, add_special_tokens=False).tokens
+
+    def token(self, id: int) -> str:
+        """The display string of one id, e.g. "▁dog" or "<eos>" (for plots and the explorer)."""
+        return self.inner.id_to_token(id)
 
     @property
     def vocab_size(self) -> int:

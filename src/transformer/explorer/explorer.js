@@ -76,6 +76,11 @@ function showInfo(info) {
     typeof info.valid_bleu === "number" ? `valid BLEU ${info.valid_bleu.toFixed(1)}` : null,
   ];
   $("model-info").textContent = parts.filter(Boolean).join(" \u00b7 ");
+  // A synthetic run (copy, reverse, sort) reads numbered symbols, not a sentence.
+  if (info.symbols) {
+    $("source-text").placeholder =
+      `Type symbols from 0 to ${info.symbols - 1}, e.g. "3 1 4 1 5", then Enter`;
+  }
 }
 
 // The slider appears only when there is more than one stop; `onMove(index)` on every move.

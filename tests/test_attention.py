@@ -11,7 +11,11 @@ Pins down:
 - MultiHead(Q, K, V) = Concat(head_1..head_h) W^O with head_i = Attention(Q W_i^Q, ...),
   i.e. the same function as nn.MultiheadAttention with the same (3D, D) in-projection;
 - shapes: per-head q, k, v (B, H, S, D/H), weights (B, H, T, S), output (B, T, D);
-- the KV cache reproduces full causal self-attention one position at a time;
+- the KV cache reproduces full causal self-attention one position at a time, writing
+  each step into its buffers in place and replacing a full buffer by one twice as long;
+- `is_causal=True` (a caller's promise that the causal mask will do): the fused path
+  calls the kernel with no mask tensor, the manual path still applies the mask it got,
+  and a call with cached keys before the queries is refused;
 - the manual path's function is an attribute of each module: setting it on one model
   changes that model and no other.
 """
@@ -227,6 +231,58 @@ def test_kv_cache_reproduces_causal_self_attention(fused):
     assert cross_cache["k"].shape == (B, H, S, D // H)
     again = mha(x[:, :1], torch.zeros_like(memory), cache=cross_cache)  # memory not read again
     torch.testing.assert_close(again, first)
+
+
+def test_kv_cache_writes_in_place_and_doubles_when_full():
+    mha = MultiHeadAttention(D, H)
+    x = torch.randn(B, 9, D)
+    full = mha(x, mask=causal_mask(9))
+    cache = {"capacity": 2}
+    buffers = []  # (address, capacity) of the key buffer after each step
+    for t in range(9):
+        step = mha(x[:, t:t + 1], cache=cache)
+        torch.testing.assert_close(step[:, 0], full[:, t], rtol=0, atol=1e-5)
+        assert cache["k"].shape == (B, H, t + 1, D // H)
+        assert cache["k"].data_ptr() == cache["k_buffer"].data_ptr()  # a view, not a copy
+        buffers.append((cache["k_buffer"].data_ptr(), cache["k_buffer"].size(2)))
+    # One buffer per capacity 2, 4, 8, 16: the other steps wrote into the buffer they had.
+    assert [capacity for _, capacity in buffers] == [2, 2, 4, 4, 8, 8, 8, 8, 16]
+    assert len({address for address, _ in buffers}) == 4
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_is_causal_replaces_the_mask_on_the_fused_path_only(fused, monkeypatch):
+    mha = MultiHeadAttention(D, H, fused=fused)
+    x = torch.randn(B, T, D)
+    explicit = mha(x, mask=causal_mask(T))
+    calls = []
+
+    def recording(q, k, v, mask=None, dropout_p=0.0):
+        calls.append(mask)
+        return scaled_dot_product_attention(q, k, v, mask, dropout_p)
+
+    real_fused = F.scaled_dot_product_attention
+
+    def recording_fused(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        calls.append((attn_mask, is_causal))
+        return real_fused(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+    mha.attention_fn = recording
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_fused)
+    padding = torch.ones(B, 1, 1, T, dtype=torch.bool)  # not causal: only the manual path reads it
+    torch.testing.assert_close(mha(x, mask=causal_mask(T), is_causal=True), explicit,
+                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(mha(x, is_causal=True), explicit, rtol=0, atol=1e-5)
+    mha(x, mask=padding, is_causal=True)
+    if fused:
+        assert calls == [(None, True)] * 3
+    else:  # the mask as given; the causal mask built only when none is given
+        assert torch.equal(calls[0], causal_mask(T)) and torch.equal(calls[1], causal_mask(T))
+        assert calls[2] is padding
+    with pytest.raises(ValueError, match="is_causal"):  # keys cached before the queries
+        cache = {}
+        mha(x[:, :2], cache=cache)
+        mha(x[:, 2:], cache=cache, is_causal=True)
 
 
 def test_the_attention_function_is_set_per_model():

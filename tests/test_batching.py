@@ -37,6 +37,31 @@ def test_no_batch_exceeds_the_budget_and_every_example_once(budget, shuffle):
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_an_epoch_of_batches_keeps_every_sentence_whole(shuffle):
+    """Every example in exactly one batch, and collate keeps every token of it, in order:
+    sentences longer than the whole budget too (each in a batch of its own)."""
+    rng = random.Random(1)
+    pad, bos, eos, budget = 0, 1, 2, 60
+    examples = [([rng.randint(3, 99) for _ in range(rng.randint(1, 25))],
+                 [rng.randint(3, 99) for _ in range(rng.randint(0, 25))]) for _ in range(300)]
+    examples += [([7] * 80, [8] * 3), ([9] * 4, [10] * 70)]  # each over the budget alone
+    batches = token_batches(example_lengths(examples), budget, shuffle=shuffle, seed=5)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(examples)))
+    for batch in batches:
+        src, tgt_in, tgt_out = collate([examples[i] for i in batch], pad, bos, eos)
+        for row, i in enumerate(batch):
+            source, target = examples[i]
+            assert src[row][src[row] != pad].tolist() == source + [eos]
+            assert tgt_in[row][tgt_in[row] != pad].tolist() == [bos] + target
+            assert tgt_out[row][tgt_out[row] != pad].tolist() == target + [eos]
+            # Padding only at the end (what the decoder's causal fast path relies on).
+            assert src[row, :len(source) + 1].ne(pad).all()
+            assert tgt_in[row, :len(target) + 1].ne(pad).all()
+    alone = [batch for batch in batches if len(examples) - 2 in batch or len(examples) - 1 in batch]
+    assert sorted(map(len, alone)) == [1, 1]
+
+
 def test_batches_are_full_not_just_under_budget():
     lengths = [(10, 10)] * 100
     batches = token_batches(lengths, 100, shuffle=False)

@@ -11,7 +11,10 @@ Pins down:
   there is, leaves every non-padding position's output unchanged (else a sentence's
   translation would depend on the batch it happens to share);
 - incremental decoding with the KV cache gives the same logits as decoding the whole
-  prefix at once, at every step, post-LN and pre-LN.
+  prefix at once, at every step, post-LN and pre-LN, also when the cache outgrows the
+  capacity it started with;
+- reordering the cache (beam search) moves the filled positions within their buffers,
+  and decoding goes on from the reordered rows, past the buffers' first capacity.
 """
 
 import pytest
@@ -122,9 +125,10 @@ def test_padding_invariance(norm_first):
     torch.testing.assert_close(after[keep][:, 1:], before[keep][:, 1:], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("capacity", [None, 1], ids=["default-capacity", "grows"])
 @pytest.mark.parametrize("attention", ["fused", "manual"])
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
-def test_kv_cache_matches_full_decode_at_every_step(norm_first, attention):
+def test_kv_cache_matches_full_decode_at_every_step(norm_first, attention, capacity):
     model = Transformer(tiny(norm_first=norm_first, attention=attention)).eval()
     src, _ = padded_batch()
     tgt = torch.randint(2, VOCAB, (3, 8))
@@ -132,7 +136,7 @@ def test_kv_cache_matches_full_decode_at_every_step(norm_first, attention):
     memory = model.encode(src)
     full = model.decode(tgt, memory, src)  # (B, T, V)
 
-    cache = model.decoder.new_cache()
+    cache = model.decoder.new_cache(capacity)
     for t in range(8):
         step = model.decode(tgt[:, t:t + 1], memory, src, cache=cache)  # (B, 1, V)
         assert cache_length(cache) == t + 1
@@ -140,7 +144,7 @@ def test_kv_cache_matches_full_decode_at_every_step(norm_first, attention):
         assert diff <= 1e-5, f"step {t}: max abs diff {diff:.2e}"
 
     # Several new positions at once, then one at a time, give the same logits too.
-    cache = model.decoder.new_cache()
+    cache = model.decoder.new_cache(capacity)
     first = model.decode(tgt[:, :3], memory, src, cache=cache)
     torch.testing.assert_close(first, full[:, :3], rtol=0, atol=1e-5)
     chunk = model.decode(tgt[:, 3:5], memory, src, cache=cache)
@@ -156,13 +160,28 @@ def test_reorder_cache_follows_the_reordered_rows():
     tgt = torch.randint(2, VOCAB, (3, 4))
     tgt[:, 0] = BOS
     memory = model.encode(src)
-    cache = model.decoder.new_cache()
+    cache = model.decoder.new_cache(capacity=4)
     model.decode(tgt[:, :3], memory, src, cache=cache)
+    buffers = [layer["self"]["k_buffer"] for layer in cache]
+    before = [layer["self"]["k"].clone() for layer in cache]
     order = torch.tensor([2, 2, 0])
     reorder_cache(cache, order)
+    for layer, buffer, keys in zip(cache, buffers, before):
+        assert layer["self"]["k_buffer"] is buffer  # the rows moved within the buffer
+        assert torch.equal(layer["self"]["k"], keys[order])
     step = model.decode(tgt[order, 3:4], memory, src, cache=cache)
     full = model.decode(tgt[order], memory, src)
     torch.testing.assert_close(step[:, 0], full[:, 3], rtol=0, atol=1e-5)
+
+    # Past the buffers' capacity of 4, the reordered rows go on as they should.
+    longer = torch.cat([tgt[order], torch.randint(2, VOCAB, (3, 3))], dim=1)  # (3, 7)
+    full = model.decode(longer, memory, src)
+    for t in range(4, 7):
+        step = model.decode(longer[:, t:t + 1], memory, src, cache=cache)
+        torch.testing.assert_close(step[:, 0], full[:, t], rtol=0, atol=1e-5)
+    assert cache_length(cache) == 7
+    with pytest.raises(ValueError, match="number of rows"):
+        reorder_cache(cache, torch.tensor([0, 1]))
 
 
 def test_every_norm_is_nn_layer_norm():

@@ -1,11 +1,17 @@
 """Label-smoothed cross-entropy (Section 5.4) that ignores padding (else <pad> targets
-would be learned and dilute the mean over real tokens)."""
+would be learned and dilute the mean over real tokens).
+
+Everything it returns is a tensor, and it never reads a value back from the device (on a
+GPU every such read makes the CPU wait for the work queued so far): checked by watching
+the tensor methods that read one (`float()`, `int()`, `bool()`, `.item()`, `.tolist()`).
+"""
 
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 from transformer.loss import label_smoothed_loss
 
@@ -65,3 +71,52 @@ def test_accuracy_counts_only_real_tokens():
     perfect = F.one_hot(target, logits.size(-1)).float() * 10
     out = label_smoothed_loss(perfect, target, 0.1, PAD)
     assert out.accuracy == 1.0 and out.n_correct == out.n_tokens
+
+
+class HostReads(TorchFunctionMode):
+    """Notes every tensor method called inside it that copies a value to the host."""
+
+    READS = {"__bool__", "__float__", "__int__", "__index__", "__complex__", "item", "tolist",
+             "numpy", "cpu"}
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in self.READS:
+            self.seen.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_returns_tensors_and_reads_nothing_back():
+    logits, target = batch(4)
+    logits.requires_grad_(True)
+    with HostReads() as reads:
+        out = label_smoothed_loss(logits, target, 0.1, PAD)
+        derived = (out.nll, out.ppl, out.accuracy)
+    assert reads.seen == []
+    # The check sees a read when there is one.
+    with HostReads() as reads:
+        float(out.nll_sum), int(out.n_tokens)
+    assert reads.seen == ["__float__", "__int__"]
+
+    values = (out.loss, out.nll_sum, out.n_tokens, out.n_correct, *derived)
+    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in values)
+    assert out.n_tokens.dtype == out.n_correct.dtype == torch.int64
+    # The values of the counts and sums, from their definitions.
+    keep = target != PAD
+    nll_sum = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=PAD,
+                              reduction="sum")
+    assert out.n_tokens.item() == int(keep.sum())
+    assert out.n_correct.item() == int(((logits.argmax(-1) == target) & keep).sum())
+    assert out.nll_sum.item() == pytest.approx(nll_sum.item(), abs=1e-5)
+    assert out.accuracy.item() == pytest.approx(out.n_correct.item() / out.n_tokens.item())
+    assert out.ppl.item() == pytest.approx(math.exp(nll_sum.item() / int(keep.sum())), rel=1e-5)
+
+
+def test_all_padding_gives_zero_not_nan():
+    logits, target = batch(5)
+    out = label_smoothed_loss(logits, torch.full_like(target, PAD), 0.1, PAD)
+    assert out.loss.item() == 0.0 and out.n_tokens.item() == 0
+    assert out.nll.item() == 0.0 and out.accuracy.item() == 0.0

@@ -6,13 +6,16 @@ silently inverts a mask), shaped to
 broadcast against the scores (B, H, T, S):
 - `causal_mask(S)` is (S, S), lower triangle True: query i sees keys 0..i;
 - `padding_mask(tokens, pad)` is (B, 1, 1, S), False exactly at <pad> keys;
-- the decoder's self-attention mask is their AND, (B, 1, T, T).
+- the decoder's self-attention mask is their AND, (B, 1, T, T);
+- `causal_suffices` says yes exactly when the plain causal mask may stand in for a mask
+  at every used position: right padding yes; left padding, a gap, or a mask that shows
+  or hides any other key, no.
 """
 
 import torch
 
 from transformer import causal_mask, padding_mask
-from transformer.masks import decoder_self_mask
+from transformer.masks import causal_suffices, decoder_self_mask
 
 
 def test_causal_mask_is_lower_triangular():
@@ -61,3 +64,36 @@ def test_masks_follow_the_device_of_their_input():
     tokens = torch.ones(1, 3, dtype=torch.long)
     assert padding_mask(tokens, 0).device == tokens.device
     assert causal_mask(3, device="cpu").device.type == "cpu"
+
+
+def test_causal_suffices_for_a_right_padded_target_only():
+    right = torch.tensor([[1, 4, 5, 0, 0],
+                          [1, 6, 7, 8, 9],
+                          [1, 0, 0, 0, 0]])
+    # The decoder's mask differs from the causal one on the <pad> query rows alone (they
+    # may not see <pad> keys), and those rows are not used.
+    mask = decoder_self_mask(right, 0)
+    assert not torch.equal(mask, causal_mask(5).expand_as(mask))
+    assert causal_suffices(mask, right != 0)
+    assert causal_suffices(causal_mask(5), torch.ones(2, 5, dtype=torch.bool))
+    # If the <pad> rows were used, it would not do.
+    assert not causal_suffices(mask, torch.ones(3, 5, dtype=torch.bool))
+
+    left = torch.tensor([[0, 0, 1, 4, 5], [1, 6, 7, 8, 9]])  # a real query sees <pad> keys
+    assert not causal_suffices(decoder_self_mask(left, 0), left != 0)
+    gap = torch.tensor([[1, 4, 0, 5, 0], [1, 6, 7, 8, 9]])  # <pad> inside the sentence
+    assert not causal_suffices(decoder_self_mask(gap, 0), gap != 0)
+
+
+def test_causal_suffices_compares_the_mask_itself():
+    tgt = torch.tensor([[1, 4, 5, 0], [1, 6, 7, 8]])
+    keep = tgt != 0
+    # A mask without the causal part lets a query see later keys: never the causal one.
+    assert not causal_suffices(padding_mask(tgt, 0), keep)
+    # One hidden key on a used row is enough to say no; the same on an unused row is not.
+    mask = decoder_self_mask(tgt, 0).clone()
+    mask[1, 0, 3, 1] = False
+    assert not causal_suffices(mask, keep)
+    mask = decoder_self_mask(tgt, 0).clone()
+    mask[0, 0, 3, 1] = False  # row 0, position 3 is <pad>
+    assert causal_suffices(mask, keep)

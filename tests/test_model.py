@@ -13,7 +13,12 @@ Pins down:
   (paper: 213 M) with a 37000-token shared vocabulary; weight tying (Section 3.4) shares
   one storage, and each untied matrix adds exactly V * d_model parameters;
 - robustness: a fully padded source row gives finite outputs and finite gradients
-  everywhere, and `torch.autograd.gradcheck` passes through encoder and decoder in float64.
+  everywhere, and `torch.autograd.gradcheck` passes through encoder and decoder in float64;
+- training's causal fast path (`pad_outputs_unused=True`): on a right-padded target the
+  decoder's fused self-attention runs with `is_causal=True` and no mask tensor, and the
+  logits at every real position, the loss and every gradient are those of the explicit
+  mask; a left-padded or gapped target, a cached decode, the manual path and a call
+  that does not ask all keep the explicit mask; the training update asks.
 """
 
 import pytest
@@ -22,8 +27,14 @@ from torch import nn
 from torch.func import functional_call
 
 from references import PAD, VOCAB, ignore_masks, padded_batch, reference_transformer, tiny
-from transformer import Transformer, TransformerConfig, padding_mask
+from transformer import (Transformer, TransformerConfig, padding_mask,
+                         scaled_dot_product_attention)
+from transformer.distributed import Distributed
+from transformer.loss import label_smoothed_loss
 from transformer.masks import decoder_self_mask
+from transformer.recipe import TrainConfig
+from transformer.schedule import adam, make_scheduler
+from transformer.train import update
 
 
 # --- shapes ---------------------------------------------------------------------------
@@ -114,6 +125,104 @@ def test_same_as_nn_transformer(norm_first, attention):
           + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()))
     assert all(d <= 1e-5 for d in diffs.values()), diffs
     assert logits.abs().max() > 0.1  # a real comparison, not of two near-zero tensors
+
+
+# --- the causal fast path of training ---------------------------------------------------
+
+def record_fused_calls(monkeypatch) -> list:
+    """Note (queries, keys, is_causal, mask given) of every F.scaled_dot_product_attention call."""
+    functional = torch.nn.functional
+    calls, real = [], functional.scaled_dot_product_attention
+
+    def recording(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        calls.append((q.size(2), k.size(2), is_causal, attn_mask is not None))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal)
+
+    monkeypatch.setattr(functional, "scaled_dot_product_attention", recording)
+    return calls
+
+
+def self_attention_calls(calls: list, T: int) -> set:
+    """(is_causal, mask given) of the decoder self-attention calls: T queries, T keys (S != T)."""
+    return {(causal, masked) for q, k, causal, masked in calls if q == k == T}
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+def test_causal_fast_path_gives_the_same_loss_and_gradients(norm_first, monkeypatch):
+    model = Transformer(tiny(norm_first=norm_first)).train()  # dropout 0
+    src, tgt = padded_batch()  # right-padded target: rows of 4, 6 and 2 real positions
+    keep = tgt != PAD
+    tgt_out = torch.randint(2, VOCAB, tgt.shape).masked_fill(~keep, PAD)
+    calls = record_fused_calls(monkeypatch)
+
+    def run(fast: bool):
+        calls.clear()
+        model.zero_grad()
+        logits = model(src, tgt, pad_outputs_unused=fast)
+        loss = label_smoothed_loss(logits, tgt_out, 0.1, PAD).loss
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        return logits.detach(), loss.detach(), grads, self_attention_calls(calls, 6)
+
+    explicit, loss, grads, slow_calls = run(fast=False)
+    causal, fast_loss, fast_grads, fast_calls = run(fast=True)
+    assert slow_calls == {(False, True)} and fast_calls == {(True, False)}
+    torch.testing.assert_close(causal[keep], explicit[keep], rtol=0, atol=1e-5)
+    # The <pad> positions did see other keys (so the kernel really had no mask), and
+    # nothing of that reached the loss or the gradients.
+    assert (causal[~keep] - explicit[~keep]).abs().max() > 1e-3
+    torch.testing.assert_close(fast_loss, loss, rtol=0, atol=1e-6)
+    for name, grad in grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_causal_fast_path_only_where_it_is_valid(monkeypatch):
+    model = Transformer(tiny()).eval()
+    src, tgt = padded_batch()
+    left = torch.stack([row.roll(int((row == PAD).sum())) for row in tgt])  # pads first
+    gap = tgt.clone()
+    gap[1, 2] = PAD  # <bos> a <pad> b c d
+    calls = record_fused_calls(monkeypatch)
+    for target in (left, gap):
+        calls.clear()
+        fast = model(src, target, pad_outputs_unused=True)
+        assert self_attention_calls(calls, 6) == {(False, True)}  # the explicit mask
+        torch.testing.assert_close(fast, model(src, target), rtol=0, atol=0)
+
+    # A cached decode never: its new positions come after the cached keys.
+    calls.clear()
+    memory, cache = model.encode(src), model.decoder.new_cache()
+    for t in range(3):
+        model.decode(tgt[:, t:t + 1], memory, src, cache=cache, pad_outputs_unused=True)
+    assert not any(causal for _, _, causal, _ in calls)
+
+    # The manual path reads the explicit mask, whatever the caller says: an ablation's
+    # attention_fn sees what it always saw.
+    manual = Transformer(tiny(attention="manual")).eval()
+    seen = []
+
+    def recording(q, k, v, mask=None, dropout_p=0.0):
+        seen.append(mask)
+        return scaled_dot_product_attention(q, k, v, mask, dropout_p)
+
+    for layer in manual.decoder.layers:
+        layer.self_attn.attention_fn = recording
+    manual(src, tgt, pad_outputs_unused=True)
+    assert len(seen) == 2 and all(torch.equal(m, decoder_self_mask(tgt, PAD)) for m in seen)
+
+
+def test_the_training_update_takes_the_fast_path(monkeypatch):
+    model = Transformer(tiny())
+    optimizer = adam(model.parameters())
+    scheduler = make_scheduler(optimizer, "noam", model.cfg.d_model, 10, 1.0)
+    src, tgt = padded_batch()
+    tgt_out = torch.randint(2, VOCAB, tgt.shape).masked_fill(tgt == PAD, PAD)
+    calls = record_fused_calls(monkeypatch)
+    result = update(model, optimizer, scheduler, [(src, tgt, tgt_out)], TrainConfig(), PAD,
+                    Distributed())
+    assert self_attention_calls(calls, 6) == {(True, False)}
+    assert result.problem is None and result.n_tokens == int((tgt_out != PAD).sum())
+    assert isinstance(result.loss_sum, float) and isinstance(result.nll_sum, float)
 
 
 # --- parameter counts and weight tying ---------------------------------------------------

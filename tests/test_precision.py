@@ -3,18 +3,31 @@
 Under autocast the matrix products run in bfloat16 while the weights, the optimizer and
 the loss (a float32 log-softmax, see loss.py) stay in float32. A few updates must run
 and give finite losses; the saved weights stay float32.
+
+Where the device has no bfloat16 (a CUDA GPU before Ampere, where it is only emulated),
+training says so in one line on stderr and runs in float32: never a crash. An unknown
+precision is a usage error (exit 2) naming the key.
 """
 
+import contextlib
 import json
 import math
 
+import pytest
 import torch
 from safetensors import safe_open
 
 from transformer import Transformer, TransformerConfig
+from transformer import runtime
 from transformer.cli import main
+from transformer.distributed import Distributed
 from transformer.recipe import TrainConfig
-from transformer.train import autocast
+from transformer.runtime import autocast, bf16_supported, check_precision
+
+TINY_RUN = ["--steps", "3", "--quiet", "--set", "d_model=16", "n_heads=2", "d_ff=32",
+            "n_encoder_layers=1", "n_decoder_layers=1", "max_len=16", "num_symbols=8",
+            "max_length=6", "batch_size=8", "eval_examples=4", "log_every=1", "warmup=1",
+            "lr_factor=0.004"]
 
 
 def test_a_few_bf16_updates_on_the_cpu_give_finite_losses(tmp_path, capsys):
@@ -43,3 +56,57 @@ def test_bf16_autocast_runs_the_model_in_bfloat16():
     with autocast(TrainConfig(precision="fp32"), torch.device("cpu")):
         assert model(src, tgt_in).dtype == torch.float32
     assert next(model.parameters()).dtype == torch.float32
+
+
+def tiny_model() -> Transformer:
+    return Transformer(TransformerConfig(src_vocab_size=12, tgt_vocab_size=12, d_model=16,
+                                         n_heads=2, n_encoder_layers=1, n_decoder_layers=1,
+                                         d_ff=32, max_len=16))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cuda_bf16_support_is_asked_of_the_device_without_emulation(native, monkeypatch):
+    asked = []
+
+    def is_bf16_supported(including_emulation=True):
+        asked.append(including_emulation)
+        return native
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
+    assert bf16_supported(torch.device("cuda")) is native
+    assert asked == [False]  # emulated bfloat16 is slower than float32: not worth it
+    assert bf16_supported(torch.device("cpu")) and not bf16_supported(torch.device("meta"))
+
+
+def test_bf16_without_support_warns_once_and_runs_in_float32(monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    cfg, cpu = TrainConfig(precision="bf16"), torch.device("cpu")
+    check_precision(cfg, cpu, Distributed())
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and "bf16" in lines[0] and "float32" in lines[0], lines
+    with autocast(cfg, cpu):
+        assert tiny_model()(torch.tensor([[4, 5, 6, 2]]), torch.tensor([[1, 4, 5]])).dtype \
+            == torch.float32
+    check_precision(TrainConfig(precision="fp32"), cpu, Distributed())  # nothing to say
+    check_precision(cfg, cpu, Distributed(rank=1, world_size=2))  # rank 0 says it
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bf16_run_without_support_trains_in_float32(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
+    run_dir = tmp_path / "run"
+    assert main(["train", "copy", "--out", str(run_dir), *TINY_RUN, "precision=bf16"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "bf16" in line] == [
+        'warning: precision = "bf16": cpu has no bfloat16 support; training in float32']
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_an_unknown_precision_is_a_usage_error_naming_the_key(tmp_path, capsys):
+    assert main(["train", "copy", "--out", str(tmp_path / "run"), *TINY_RUN,
+                 "precision=fp16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "precision" in err and "fp16" in err, err
+    assert not (tmp_path / "run").exists()

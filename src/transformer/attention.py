@@ -19,9 +19,18 @@ NaN, on both paths (tests/test_attention.py checks that they agree). The manual 
 calls the module's `attention_fn` attribute, not the function by name, so that an
 experiment can swap it on one model and leave every other model alone (ablate.py).
 
-For incremental decoding the module takes a `cache` dict: in self-attention it keeps
-the keys and values of the positions seen so far and appends the new ones; in
-cross-attention it computes the memory's keys and values once and reuses them.
+Decoder self-attention in training can pass `is_causal=True` with its mask: a promise
+that the causal mask gives the same result wherever the output is used (see
+masks.causal_suffices). The fused path then asks for causal attention with no mask
+tensor, which lets PyTorch run its flash kernel; the manual path applies the mask as
+always, so what a reader (or an ablation's `attention_fn`) sees does not change.
+
+For incremental decoding the module takes a `cache` dict. In cross-attention it holds
+the memory's keys and values, computed once. In self-attention it holds the keys and
+values of the positions seen so far, "k" and "v" (B, H, S_so_far, d_k): views of
+buffers with room for more positions, into which each step writes its own in place.
+A full buffer is replaced by one twice as long, so a sequence of n steps copies O(n)
+positions in all, where appending with torch.cat would copy O(n^2).
 """
 
 from __future__ import annotations
@@ -31,6 +40,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .masks import causal_mask
+
+DEFAULT_CACHE_CAPACITY = 32  # positions a self-attention cache holds before it first grows
 
 
 def scaled_dot_product_attention(
@@ -56,6 +69,32 @@ def scaled_dot_product_attention(
     return weights @ v, weights
 
 
+def append_to_cache(state: dict, k: torch.Tensor,
+                    v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write this step's k, v (B, H, T_new, d_k) after the cached ones; returns all of them.
+
+    `state` is one layer's self-attention cache: "k_buffer"/"v_buffer" (B, H, capacity,
+    d_k) hold the positions, "k"/"v" are views of their filled part (what attention
+    reads, and what `decoder.cache_length` and `decoder.reorder_cache` use), "capacity"
+    the first buffers' length (from `Decoder.new_cache`).
+    """
+    n, new = (state["k"].size(2) if "k" in state else 0), k.size(2)
+    if "k_buffer" not in state or n + new > state["k_buffer"].size(2):
+        B, H, _, d_k = k.shape
+        capacity = max(state.get("capacity", DEFAULT_CACHE_CAPACITY), n + new,
+                       2 * state["k_buffer"].size(2) if "k_buffer" in state else 0)
+        for name in ("k", "v"):
+            buffer = k.new_empty(B, H, capacity, d_k)
+            if n:
+                buffer[:, :, :n] = state[name]
+            state[name + "_buffer"] = buffer
+    for name, x in (("k", k), ("v", v)):
+        buffer = state[name + "_buffer"]
+        buffer[:, :, n:n + new] = x  # in place: the earlier positions do not move
+        state[name] = buffer[:, :, :n + new]
+    return state["k"], state["v"]
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, attention_dropout: float = 0.0,
                  fused: bool = True) -> None:
@@ -78,20 +117,20 @@ class MultiHeadAttention(nn.Module):
         return x.view(B, S, self.n_heads, self.d_model // self.n_heads).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, cache: dict | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, cache: dict | None = None,
+                is_causal: bool = False) -> torch.Tensor:
         """x (B, T, D) queries; memory (B, S, D) for cross-attention, None for self-attention.
 
+        is_causal: self-attention only, without a cache: the caller has checked that the
+        causal mask gives what `mask` gives at every position whose output is used.
         cache: None in training. In incremental decoding a dict owned by the caller, which
-        this call reads and fills with "k" and "v" (B, H, S_so_far, d_k).
+        this call reads and fills (see the module docstring).
         """
         D = self.d_model
         if memory is None:  # self-attention: queries, keys and values all come from x
             q, k, v = (self.split_heads(t) for t in self.w_qkv(x).split(D, dim=-1))
-            if cache is not None:  # append this step's keys/values to the earlier ones
-                if "k" in cache:
-                    k = torch.cat([cache["k"], k], dim=2)
-                    v = torch.cat([cache["v"], v], dim=2)
-                cache["k"], cache["v"] = k, v
+            if cache is not None:  # this step's keys/values join the earlier ones
+                k, v = append_to_cache(cache, k, v)
         else:  # cross-attention: queries from the decoder, keys/values from the encoder
             w, b = self.w_qkv.weight, self.w_qkv.bias
             q = self.split_heads(F.linear(x, w[:D], b[:D]))
@@ -101,11 +140,21 @@ class MultiHeadAttention(nn.Module):
                 k, v = (self.split_heads(t) for t in F.linear(memory, w[D:], b[D:]).split(D, dim=-1))
                 if cache is not None:
                     cache["k"], cache["v"] = k, v
+        if is_causal and q.size(2) != k.size(2):
+            # F.scaled_dot_product_attention aligns is_causal at the top left: with cached
+            # keys before the queries it would hide keys the queries may see.
+            raise ValueError(f"is_causal needs as many keys as queries: {k.size(2)} keys, "
+                             f"{q.size(2)} queries")
 
         dropout_p = self.attention_dropout if self.training else 0.0
         if self.fused and not self.record_weights:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            if is_causal:  # no mask tensor: PyTorch may choose its flash kernel
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         else:
+            if mask is None and is_causal:
+                mask = causal_mask(q.size(2), q.device)
             out, weights = self.attention_fn(q, k, v, mask, dropout_p)
             if self.record_weights:
                 self.weights = weights.detach()

@@ -9,9 +9,13 @@ Each layer has three sub-layers, each with a residual connection and layer norm
     x (B, T, D) embedded target, memory (B, S, D),
     self_mask (B, 1, T, T) or (T, T), memory_mask (B, 1, 1, S)  ->  (B, T, D)
 
+`self_is_causal` tells the self-attention that the causal mask may stand in for
+`self_mask` (see masks.causal_suffices and attention.py): training's fast path.
+
 Incremental decoding passes `cache`, one dict per layer (see `new_cache`), and only the
-newest target position(s): self-attention appends their keys/values to the cached ones,
-cross-attention computes the memory's keys/values on the first step and reuses them.
+newest target position(s): self-attention writes their keys/values after the cached
+ones, into buffers that grow when full; cross-attention computes the memory's
+keys/values on the first step and reuses them.
 """
 
 from __future__ import annotations
@@ -38,15 +42,18 @@ class DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None,
-                memory_mask: torch.Tensor | None, cache: dict | None = None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None, cache: dict | None = None,
+                self_is_causal: bool = False) -> torch.Tensor:
         self_cache = cache["self"] if cache is not None else None
         cross_cache = cache["cross"] if cache is not None else None
         if self.norm_first:
-            x = x + self.dropout(self.self_attn(self.norm1(x), mask=self_mask, cache=self_cache))
+            x = x + self.dropout(self.self_attn(self.norm1(x), mask=self_mask, cache=self_cache,
+                                                is_causal=self_is_causal))
             x = x + self.dropout(self.cross_attn(self.norm2(x), memory, memory_mask, cross_cache))
             x = x + self.dropout(self.feed_forward(self.norm3(x)))
         else:
-            x = self.norm1(x + self.dropout(self.self_attn(x, mask=self_mask, cache=self_cache)))
+            x = self.norm1(x + self.dropout(self.self_attn(x, mask=self_mask, cache=self_cache,
+                                                           is_causal=self_is_causal)))
             x = self.norm2(x + self.dropout(self.cross_attn(x, memory, memory_mask, cross_cache)))
             x = self.norm3(x + self.dropout(self.feed_forward(x)))
         return x
@@ -59,14 +66,21 @@ class Decoder(nn.Module):
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, self_mask: torch.Tensor | None,
-                memory_mask: torch.Tensor | None, cache: list[dict] | None = None) -> torch.Tensor:
+                memory_mask: torch.Tensor | None, cache: list[dict] | None = None,
+                self_is_causal: bool = False) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None)
+            x = layer(x, memory, self_mask, memory_mask, cache[i] if cache is not None else None,
+                      self_is_causal)
         return self.final_norm(x) if self.final_norm is not None else x
 
-    def new_cache(self) -> list[dict]:
-        """An empty cache for incremental decoding: per layer, self- and cross-attention state."""
-        return [{"self": {}, "cross": {}} for _ in self.layers]
+    def new_cache(self, capacity: int | None = None) -> list[dict]:
+        """An empty cache for incremental decoding: per layer, self- and cross-attention state.
+
+        capacity: how many target positions the self-attention buffers hold before they
+        first grow; pass the longest output a decode can reach to allocate once.
+        """
+        self_state = {} if capacity is None else {"capacity": capacity}
+        return [{"self": dict(self_state), "cross": {}} for _ in self.layers]
 
 
 def cache_length(cache: list[dict]) -> int:
@@ -76,14 +90,21 @@ def cache_length(cache: list[dict]) -> int:
 
 
 def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
-    """Keep the rows `index` of every self-attention cache, in place (beam search).
+    """Keep the rows `index` (N,) of every self-attention cache, in place (beam search).
 
+    Only the filled positions move, and within their buffers: a gather, then a copy back.
     Only self-attention state moves with the beams. The cross-attention keys/values are
     a function of the source sentence alone, and beam search keeps each sentence's beams
-    on the rows of that sentence, so they never need reordering.
+    on the rows of that sentence, so they never need reordering (and the number of rows
+    never changes).
     """
     for layer in cache:
         state = layer["self"]
-        if "k" in state:
-            state["k"] = state["k"].index_select(0, index)
-            state["v"] = state["v"].index_select(0, index)
+        if "k" not in state:
+            continue
+        if index.numel() != state["k"].size(0):
+            raise ValueError(f"reorder_cache keeps the number of rows: {state['k'].size(0)} "
+                             f"rows, an index of {index.numel()}")
+        for name in ("k", "v"):
+            # A view of the buffer: copying into it updates the buffer itself.
+            state[name].copy_(state[name].index_select(0, index))

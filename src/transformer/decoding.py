@@ -8,6 +8,8 @@ prefix at every step instead: slower, the same tokens, and a check on the cache.
 
 `beam_search` keeps the `beam_size` best partial translations per sentence, scores the
 finished ones with the length penalty of GNMT (Wu et al., 2016), and returns the best.
+It runs incrementally too; after each step the cache's rows follow the beams they now
+hold (`reorder_cache`). Its `use_cache=False` is the same check as greedy's.
 
     src (B, S) int64  ->  list of B token-id lists, without <bos> and <eos>
 """
@@ -45,7 +47,8 @@ def greedy_decode(model, src: torch.Tensor, max_len: int, bos_id: int, eos_id: i
     B = src.size(0)
     ys = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1 + t)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
-    cache = model.decoder.new_cache() if use_cache else None
+    # Room for every position the loop can feed: the cache never has to grow.
+    cache = model.decoder.new_cache(capacity=max_len) if use_cache else None
     for _ in range(max_len):
         step_in = ys[:, -1:] if use_cache else ys  # only the newest token when cached
         logits = model.decode(step_in, memory, src_mask=src_mask, cache=cache,
@@ -74,7 +77,7 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
 @torch.no_grad()
 def beam_search(model, src: torch.Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                 max_len_a: float = 1.0, max_len_b: int = 50, bos_id: int = 1, eos_id: int = 2,
-                n_best: int = 1, return_scores: bool = False) -> list:
+                n_best: int = 1, return_scores: bool = False, use_cache: bool = True) -> list:
     """Beam search over a batch: the `beam_size` best partial outputs per sentence at every step.
 
     Scoring. A hypothesis Y = y_1 ... y_n <eos> has the log-probability
@@ -107,7 +110,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 4, length_penalty: fl
     model.eval()
     try:
         finished = _beam_search(model, src, beam_size, length_penalty, max_len_a, max_len_b,
-                                bos_id, eos_id, n_best)
+                                bos_id, eos_id, n_best, use_cache)
     finally:
         model.train(was_training)
     results = []
@@ -120,7 +123,7 @@ def beam_search(model, src: torch.Tensor, beam_size: int = 4, length_penalty: fl
     return results
 
 
-def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_best):
+def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_best, use_cache):
     """The search itself; returns per sentence a list of finished (score, tokens)."""
     pad_id = model.cfg.pad_id
     B, device = src.size(0), src.device
@@ -146,63 +149,96 @@ def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_b
     # A done sentence's rows keep running with the rest (simpler than shrinking the batch
     # and every cache), but nothing is added to its results any more.
     done = [False] * B
-    cache = model.decoder.new_cache()
+    cache = model.decoder.new_cache(capacity=max(max_lens)) if use_cache else None
 
     for length in range(1, max(max_lens) + 1):  # `length` tokens generated after this step
-        logits = model.decode(tokens[:, -1:], memory, src_mask=src_mask, cache=cache)
+        step_in = tokens[:, -1:] if use_cache else tokens  # only the newest token when cached
+        logits = model.decode(step_in, memory, src_mask=src_mask, cache=cache)
         log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B*K, V)
         log_probs[:, [pad_id, bos_id]] = float("-inf")  # never chosen; the rest not renormalised
-        V = log_probs.size(-1)
-        # Every one-token extension of every beam, scored by its total log-prob.
-        candidates = (scores.view(B * K, 1) + log_probs).view(B, K * V)  # (B, K*V)
-        # 2K candidates: at most K of them end in <eos> (one per beam), so K open ones remain.
-        top_scores, top_index = candidates.topk(2 * K, dim=1)  # (B, 2K), best first
-        top_row = first_row + top_index // V  # (B, 2K): the row of the beam each extends
-        top_token = top_index % V  # (B, 2K)
-        is_eos = top_token == eos_id
-
-        # Candidates ending in <eos> among the best K: finished, kept apart, never extended.
-        ended = is_eos[:, :K] & torch.isfinite(top_scores[:, :K])  # (B, K)
-        if bool(ended.any()):
-            lp = gnmt_length_penalty(length, alpha)  # |Y| = length, <eos> included
-            for b, j in ended.nonzero().tolist():
-                if not done[b]:
-                    prefix = tokens[top_row[b, j]].tolist()[1:]  # without <bos>; <eos> left off
-                    finished[b].append((top_scores[b, j].item() / lp, prefix))
-
-        # The best K candidates not ending in <eos> become the open beams. A stable sort on
-        # the <eos> flag moves those candidates to the back and keeps the others in order.
-        keep = torch.sort(is_eos, dim=1, stable=True).indices[:, :K]  # (B, K)
-        rows = top_row.gather(1, keep).view(-1)  # (B*K,)
-        scores = top_scores.gather(1, keep)  # (B, K)
-        new_tokens = top_token.gather(1, keep).view(-1, 1)  # (B*K, 1)
-        tokens = torch.cat([tokens.index_select(0, rows), new_tokens], dim=1)  # (B*K, 1 + length)
-        reorder_cache(cache, rows)
-
-        best_open = scores.max(dim=1).values.tolist()  # (B,)
-        for b in range(B):
-            if done[b]:
-                continue
-            if length == max_lens[b]:  # out of room: the open beams finish as they stand
-                lp = gnmt_length_penalty(length, alpha)  # |Y| = length, no <eos>
-                for k, score in enumerate(scores[b].tolist()):
-                    if math.isfinite(score):
-                        finished[b].append((score / lp, tokens[b * K + k].tolist()[1:]))
-                done[b] = True
-            elif len(finished[b]) >= K:
-                done[b] = True
-            elif len(finished[b]) >= n_best:
-                # An open beam with log-prob L <= 0 can only finish with a log-prob L' <= L
-                # (log-probs only fall as tokens are added) at a length n in
-                # (length, max_len], so with a score L' / lp(n) <= L / (the largest lp(n)).
-                # lp is monotone in n, so the largest is at one end: lp(max_len) for
-                # alpha >= 0. If even that cannot beat the n_best-th finished score,
-                # nothing left in this sentence can change the answer.
-                lp_max = max(gnmt_length_penalty(length + 1, alpha),
-                             gnmt_length_penalty(max_lens[b], alpha))
-                nth_best = sorted((h[0] for h in finished[b]), reverse=True)[n_best - 1]
-                if best_open[b] / lp_max <= nth_best:
-                    done[b] = True
+        top_scores, top_row, top_token = _best_extensions(scores, log_probs, first_row)
+        _finish_ended(finished, done, tokens, top_scores, top_row, top_token, eos_id,
+                      gnmt_length_penalty(length, alpha))
+        tokens, scores, rows = _keep_open(tokens, top_scores, top_row, top_token, eos_id)
+        if cache is not None:
+            reorder_cache(cache, rows)
+        _mark_done(finished, done, tokens, scores, length, max_lens, alpha, n_best)
         if all(done):
             break
     return finished
+
+
+def _best_extensions(scores, log_probs, first_row):
+    """The 2K best one-token extensions of each sentence's open beams, best first.
+
+    scores (B, K) open beams' log-probs, log_probs (B*K, V) of their next token. Returns
+    (B, 2K) each: the extension's total log-prob, the row of the beam it extends, its token.
+    2K because at most K of them end in <eos> (one per beam), so K open ones remain.
+    """
+    B, K = scores.shape
+    V = log_probs.size(-1)
+    candidates = (scores.view(B * K, 1) + log_probs).view(B, K * V)  # (B, K*V)
+    top_scores, top_index = candidates.topk(2 * K, dim=1)  # (B, 2K), best first
+    return top_scores, first_row + top_index // V, top_index % V
+
+
+def _finish_ended(finished, done, tokens, top_scores, top_row, top_token, eos_id, lp):
+    """Candidates ending in <eos> among the best K: finished, kept apart, never extended.
+
+    Each is recorded with its score L(Y) / lp, lp that of the length the step reached
+    (|Y| = length, <eos> included), unless its sentence is already done.
+    """
+    K = top_scores.size(1) // 2
+    ended = (top_token[:, :K] == eos_id) & torch.isfinite(top_scores[:, :K])  # (B, K)
+    if not bool(ended.any()):
+        return
+    for b, j in ended.nonzero().tolist():
+        if not done[b]:
+            prefix = tokens[top_row[b, j]].tolist()[1:]  # without <bos>; <eos> left off
+            finished[b].append((top_scores[b, j].item() / lp, prefix))
+
+
+def _keep_open(tokens, top_scores, top_row, top_token, eos_id):
+    """The best K candidates not ending in <eos> become the open beams.
+
+    Returns the new tokens (B*K, 1 + length), their scores (B, K), and the rows (B*K,)
+    their prefixes came from (for the cache to follow).
+    """
+    K = top_scores.size(1) // 2
+    # A stable sort on the <eos> flag moves those candidates to the back and keeps the
+    # others in order.
+    keep = torch.sort(top_token == eos_id, dim=1, stable=True).indices[:, :K]  # (B, K)
+    rows = top_row.gather(1, keep).view(-1)  # (B*K,)
+    scores = top_scores.gather(1, keep)  # (B, K)
+    new_tokens = top_token.gather(1, keep).view(-1, 1)  # (B*K, 1)
+    return torch.cat([tokens.index_select(0, rows), new_tokens], dim=1), scores, rows
+
+
+def _mark_done(finished, done, tokens, scores, length, max_lens, alpha, n_best):
+    """Mark the sentences whose answer can no longer change; at its maximum length a
+    sentence's open beams finish as they stand (no <eos> term, |Y| = length)."""
+    K = scores.size(1)
+    best_open = scores.max(dim=1).values.tolist()  # (B,)
+    for b in range(len(done)):
+        if done[b]:
+            continue
+        if length == max_lens[b]:  # out of room: the open beams finish as they stand
+            lp = gnmt_length_penalty(length, alpha)  # |Y| = length, no <eos>
+            for k, score in enumerate(scores[b].tolist()):
+                if math.isfinite(score):
+                    finished[b].append((score / lp, tokens[b * K + k].tolist()[1:]))
+            done[b] = True
+        elif len(finished[b]) >= K:
+            done[b] = True
+        elif len(finished[b]) >= n_best:
+            # An open beam with log-prob L <= 0 can only finish with a log-prob L' <= L
+            # (log-probs only fall as tokens are added) at a length n in
+            # (length, max_len], so with a score L' / lp(n) <= L / (the largest lp(n)).
+            # lp is monotone in n, so the largest is at one end: lp(max_len) for
+            # alpha >= 0. If even that cannot beat the n_best-th best finished score,
+            # nothing left in this sentence can change the answer.
+            lp_max = max(gnmt_length_penalty(length + 1, alpha),
+                         gnmt_length_penalty(max_lens[b], alpha))
+            nth_best = sorted((h[0] for h in finished[b]), reverse=True)[n_best - 1]
+            if best_open[b] / lp_max <= nth_best:
+                done[b] = True

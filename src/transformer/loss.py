@@ -9,12 +9,16 @@ over the V - 1 classes other than <pad> (pad gets no mass). Positions whose targ
 normalised by the number of real target tokens. With eps = 0 it is exactly
 `F.cross_entropy(..., ignore_index=pad_id)`.
 
-    logits (B, T, V), target (B, T) int64  ->  LossOutput (scalar loss and counts)
+    logits (B, T, V), target (B, T) int64  ->  LossOutput (0-dim tensors: loss and counts)
+
+Everything it returns is a tensor on the logits' device: the function never reads a
+value back to the host, which on a GPU would make the CPU wait for every step to finish
+before it could queue the next. Whoever needs numbers (a log line, the NaN guard) reads
+them when it needs them, once for many steps if it can.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -24,21 +28,21 @@ import torch.nn.functional as F
 @dataclass
 class LossOutput:
     loss: torch.Tensor  # smoothed loss per real token: the one to back-propagate
-    nll_sum: float  # un-smoothed negative log-likelihood, summed over real tokens
-    n_tokens: int  # real (non-pad) target tokens
-    n_correct: int  # of those, how many the argmax got right
+    nll_sum: torch.Tensor  # un-smoothed negative log-likelihood, summed over real tokens (float32)
+    n_tokens: torch.Tensor  # real (non-pad) target tokens (int64)
+    n_correct: torch.Tensor  # of those, how many the argmax got right (int64)
 
     @property
-    def nll(self) -> float:
-        return self.nll_sum / max(self.n_tokens, 1)
+    def nll(self) -> torch.Tensor:
+        return self.nll_sum / self.n_tokens.clamp(min=1)
 
     @property
-    def ppl(self) -> float:
-        return math.exp(min(self.nll, 50.0))
+    def ppl(self) -> torch.Tensor:
+        return torch.exp(self.nll.clamp(max=50.0))
 
     @property
-    def accuracy(self) -> float:
-        return self.n_correct / max(self.n_tokens, 1)
+    def accuracy(self) -> torch.Tensor:
+        return self.n_correct / self.n_tokens.clamp(min=1)
 
 
 def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
@@ -50,9 +54,9 @@ def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: flo
     # -sum_k log p_k over every class but <pad>: the uniform part of the target
     uniform = -(lprobs.sum(-1) - lprobs[..., pad_id])  # (B, T)
     per_token = (1.0 - epsilon) * nll + (epsilon / (V - 1)) * uniform
-    n_tokens = int(keep.sum())
-    loss = per_token.masked_fill(~keep, 0.0).sum() / max(n_tokens, 1)
+    n_tokens = keep.sum()  # int64, on the device
+    loss = per_token.masked_fill(~keep, 0.0).sum() / n_tokens.clamp(min=1)
     with torch.no_grad():
-        nll_sum = float(nll.masked_fill(~keep, 0.0).sum())
-        n_correct = int(((lprobs.argmax(-1) == target) & keep).sum())
+        nll_sum = nll.masked_fill(~keep, 0.0).sum()
+        n_correct = ((lprobs.argmax(-1) == target) & keep).sum()
     return LossOutput(loss, nll_sum, n_tokens, n_correct)

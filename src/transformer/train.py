@@ -14,9 +14,9 @@ functions below it:
 
 Around them: a tqdm progress bar, metrics.jsonl, exact resume (model, optimizer,
 scheduler, step, data position, RNG), SIGINT/SIGTERM -> checkpoint and exit 130, a
-guard that stops on a non-finite loss or gradient before it reaches the weights, bf16
-autocast, torch.compile, and data-parallel training over processes launched by torchrun
-(distributed.py).
+guard that stops on a non-finite loss or gradient before it reaches the weights; and from
+runtime.py bf16 autocast, torch.compile and data-parallel training over the processes
+torchrun launches (distributed.py).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -48,6 +47,7 @@ from .recipe import TrainConfig
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .schedule import adam, make_scheduler
 from .tasks import Task
+from .runtime import autocast, check_precision, wrap_for_training
 from .validation import evaluate, format_eval, improves, reached_target
 
 INTERRUPTED_EXIT_CODE = 130
@@ -70,6 +70,7 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
     if train_cfg.threads > 0:  # tiny models run faster on one thread than on two
         torch.set_num_threads(train_cfg.threads)
     ctx = join(device)
+    check_precision(train_cfg, device, ctx)
     torch.manual_seed(train_cfg.seed)
     random.seed(train_cfg.seed)
     model = (model if model is not None else Transformer(model_cfg)).to(device)
@@ -168,17 +169,6 @@ def describe(model: nn.Module, train_cfg: TrainConfig, step: int, ctx: Distribut
             f"from step {step} to {train_cfg.steps} on {where}")
 
 
-def wrap_for_training(model: nn.Module, train_cfg: TrainConfig, ctx: Distributed) -> nn.Module:
-    """The module the loop calls: DDP across processes, then torch.compile, as asked.
-    Checkpoints and evaluation use the plain `model`, which shares the same parameters."""
-    if ctx.world_size > 1:
-        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(model, device_ids=device_ids)
-    if train_cfg.compile:
-        model = torch.compile(model)
-    return model
-
-
 # --- one update -----------------------------------------------------------------------------
 
 @dataclass
@@ -203,31 +193,36 @@ def update(train_model: nn.Module, optimizer, scheduler, micro: list, train_cfg:
            pad_id: int, ctx: Distributed) -> UpdateResult:
     """One optimizer update over the micro-batches `micro`; no step at all, on any rank, if a
     loss or the gradient is not finite on any rank."""
-    n_tokens = sum(int((tgt_out != pad_id).sum()) for _, _, tgt_out in micro)
+    counts = [int((tgt_out != pad_id).sum()) for _, _, tgt_out in micro]
+    n_tokens = sum(counts)
     # Weight each micro-batch by its share of the update's real target tokens, so that
     # k micro-batches (on every rank) give the gradient of one batch holding all of them:
     # averaging k per-batch means would over-weight the short batches. DDP averages
     # gradients over ranks, hence the factor world_size.
     weight = ctx.world_size / max(global_sum(ctx, n_tokens), 1)
-    result = UpdateResult(0.0, 0.0, n_tokens, scheduler.get_last_lr()[0])
+    # loss_sum, nll_sum: on the device till the end, so micro-batches never wait for a read
+    sums = torch.zeros(2, dtype=torch.float64, device=ctx.device)
     for i, (src, tgt_in, tgt_out) in enumerate(micro):
         # Gradients are synchronised across ranks once, on the last micro-batch.
         last = i == len(micro) - 1
         no_sync = train_model.no_sync if not last and hasattr(train_model, "no_sync") \
             else contextlib.nullcontext
         with no_sync(), autocast(train_cfg, ctx.device):
-            logits = train_model(src, tgt_in)
+            # The loss ignores <pad> targets: the decoder may take its causal fast path.
+            logits = train_model(src, tgt_in, pad_outputs_unused=True)
             out = label_smoothed_loss(logits, tgt_out, train_cfg.label_smoothing, pad_id)
         # Backward even after a non-finite loss: under DDP the other ranks wait for this
         # one in the gradients' all-reduce. The step is skipped below, by every rank.
         with no_sync():
-            (out.loss * (out.n_tokens * weight)).backward()
-        result.loss_sum += float(out.loss.detach()) * out.n_tokens
-        result.nll_sum += out.nll_sum
+            (out.loss * (counts[i] * weight)).backward()
+        sums += torch.stack([out.loss.detach().double() * counts[i], out.nll_sum.double()])
     # The gradient's total norm, at every update: a finite loss can still give an infinite
     # gradient. A max_norm of inf measures without clipping.
     max_norm = train_cfg.clip_norm if train_cfg.clip_norm > 0 else math.inf
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(train_model.parameters(), max_norm))
+    norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), max_norm).to(sums)
+    # The update's one read from the device: the guard must know now whether to step.
+    loss_sum, nll_sum, grad_norm = torch.cat([sums, norm.reshape(1)]).tolist()
+    result = UpdateResult(loss_sum, nll_sum, n_tokens, scheduler.get_last_lr()[0])
     result.problem = divergence(ctx, result.loss_sum, grad_norm)
     if result.problem is None:  # else the weights stay those of the last good update
         optimizer.step()
@@ -250,14 +245,6 @@ def divergence(ctx: Distributed, loss_sum: float, grad_norm: float) -> str | Non
                 where = f" on rank {rank}" if ctx.world_size > 1 else ""
                 return f"{what} is {values[index]}{where}"
     return None
-
-
-def autocast(train_cfg: TrainConfig, device: torch.device):
-    """bfloat16 autocast when the recipe asks for it (`precision = "bf16"`), else nothing."""
-    if train_cfg.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
 
 
 # --- stop -----------------------------------------------------------------------------------

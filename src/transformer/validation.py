@@ -49,15 +49,16 @@ def evaluate_loss(model, batches, epsilon: float, pad_id: int, device) -> dict:
     """Teacher-forced loss, perplexity and token accuracy over held-out batches."""
     was_training = model.training
     model.eval()
-    loss_sum, nll_sum, n_tokens, n_correct = 0.0, 0.0, 0, 0
+    # loss_sum, nll_sum, n_tokens, n_correct: summed on the device, read once at the end
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     for src, tgt_in, tgt_out in batches:
         src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
-        out = label_smoothed_loss(model(src, tgt_in), tgt_out, epsilon, pad_id)
-        loss_sum += float(out.loss) * out.n_tokens
-        nll_sum += out.nll_sum
-        n_tokens += out.n_tokens
-        n_correct += out.n_correct
+        logits = model(src, tgt_in, pad_outputs_unused=True)  # the loss ignores <pad> targets
+        out = label_smoothed_loss(logits, tgt_out, epsilon, pad_id)
+        sums += torch.stack([out.loss.double() * out.n_tokens, out.nll_sum.double(),
+                             out.n_tokens.double(), out.n_correct.double()])
     model.train(was_training)
+    loss_sum, nll_sum, n_tokens, n_correct = sums.tolist()
     n = max(n_tokens, 1)
     return {"loss": loss_sum / n, "nll": nll_sum / n, "ppl": math.exp(min(nll_sum / n, 50.0)),
             "accuracy": n_correct / n}

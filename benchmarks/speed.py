@@ -1,22 +1,25 @@
 """Speed benchmark: this project's Transformer against torch.nn.Transformer at the same size.
 
-Measured in one process, per config (tiny, multi30k, base; big on request):
+Measured in one process, per config (tiny, multi30k, short256, base; big on request):
 1. training throughput in target tokens per second (forward, backward, Adam step), ours
    against nn.Transformer carrying our embeddings, output projection and initial weights;
 2. greedy decoding on the multi30k-sized model in sentences per second: ours with the KV
    cache, ours recomputing the prefix, the usual greedy loop over nn.Transformer; and
    beam search (beam 4, length penalty 0.6);
 3. peak memory: per training step on CUDA, the process's peak resident set on the CPU;
-4. on CUDA, all of it in float32 and under bfloat16 autocast, with the MFU in bf16.
+4. per mode: float32, bfloat16 autocast, either one with both models torch.compile'd
+   (on CUDA float32 and bf16 by default), with the model FLOP utilisation (MFU) wherever
+   the device's peak is known (a table of GPUs below; PEAK_TFLOPS, PEAK_TFLOPS_FP32).
 
 Both models are first checked to compute the same function (max abs logit difference
 with the same weights). Why and how it measures this way (alternated rounds, medians,
 equal work, the FLOP count): BENCHMARKS.md, "How speed.py measures". Output: a table per
 section, then one line `RESULT {...}` with every figure as JSON.
 
-    .venv/bin/python benchmarks/speed.py                       # tiny, multi30k, base on the CPU
+    .venv/bin/python benchmarks/speed.py                       # tiny, multi30k, short256, base on the CPU
     .venv/bin/python benchmarks/speed.py --configs multi30k --rounds 7
     .venv/bin/python benchmarks/speed.py --device cuda         # float32 and bf16, with MFU
+    .venv/bin/python benchmarks/speed.py --device cuda --configs base --modes fp32,bf16,bf16+compile
     .venv/bin/python benchmarks/speed.py --quick               # smoke run, under a minute
 """
 
@@ -51,7 +54,13 @@ from transformer.recipe import build_model_config, read_recipe, split_keys  # no
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4  # ids 0..3 are <pad> <bos> <eos> <unk>
 LABEL_SMOOTHING = 0.1
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, no sparsity
+# Peak dense FLOP/s (no sparsity) from the vendors' data sheets: (bfloat16, TF32, float32
+# without tensor cores), by the first of these names that torch.cuda.get_device_name()
+# contains (H100 alone is the SXM part). PEAK_TFLOPS (bf16) and PEAK_TFLOPS_FP32 override.
+PEAK_FLOPS = [("H100 PCIe", (756e12, 378e12, 51e12)), ("H100 NVL", (835e12, 418e12, 60e12)),
+              ("H100", (989e12, 495e12, 67e12)), ("H200", (989e12, 495e12, 67e12)),
+              ("A100", (312e12, 156e12, 19.5e12))]
+MODES = ("fp32", "bf16", "fp32+compile", "bf16+compile")
 BEAM = dict(beam_size=4, length_penalty=0.6, max_len_a=1.0, max_len_b=5)
 
 
@@ -123,6 +132,17 @@ def multi30k_config() -> tuple[TransformerConfig, str]:
     return cfg, f"recipe multi30k: {describe(cfg)}"
 
 
+def short256_config() -> tuple[TransformerConfig, str]:
+    """The shape of an outside check that found a ratio of 1.53-1.58 (BENCHMARKS.md): a
+    mid-sized model, no dropout, batches of 64 short sentences."""
+    cfg = TransformerConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=256, n_heads=8,
+                            n_encoder_layers=3, n_decoder_layers=3, d_ff=1024, dropout=0.0)
+    return cfg, f"short sentences, d_model 256: {describe(cfg)}"
+
+
+CONFIG_NAMES = ("tiny", "multi30k", "short256", "base", "big")
+
+
 def make_configs(names: list[str]) -> dict[str, tuple[TransformerConfig, str]]:
     presets = {"tiny": TransformerConfig.tiny, "base": TransformerConfig.base,
                "big": TransformerConfig.big}
@@ -130,11 +150,13 @@ def make_configs(names: list[str]) -> dict[str, tuple[TransformerConfig, str]]:
     for name in names:
         if name == "multi30k":
             out[name] = multi30k_config()
+        elif name == "short256":
+            out[name] = short256_config()
         elif name in presets:
             cfg = presets[name](vocab_size=8000)
             out[name] = (cfg, f"TransformerConfig.{name}(vocab_size=8000): {describe(cfg)}")
         else:
-            raise SystemExit(f"speed.py: unknown config {name!r} (tiny, multi30k, base, big)")
+            raise UserError(f"--configs: unknown config {name!r} (one of {', '.join(CONFIG_NAMES)})")
     return out
 
 
@@ -215,14 +237,20 @@ def release(device: torch.device) -> None:
 
 # --- 1. training ----------------------------------------------------------------------------
 def training_sizes(name: str, args, device: torch.device) -> tuple[int, int, int, int]:
-    """(target tokens per batch, longest sentence, steps per round, warm-up steps)."""
+    """(target tokens per batch, longest sentence, steps per round, warm-up steps).
+
+    short256 keeps its shape everywhere: 64 sentences of 14..20 tokens (1,088 tokens).
+    """
     if args.quick:
         default_tokens = 100 if name in ("base", "big") else 200
+    elif name == "short256":
+        default_tokens = 1088
     elif device.type == "cuda":
         default_tokens = {"tiny": 8000, "multi30k": 8000}.get(name, 16000)
     else:
         default_tokens = {"tiny": 4000, "multi30k": 4000}.get(name, 2000)
-    max_len = args.max_len.get(name) or (64 if name in ("base", "big") else 32)
+    default_len = {"base": 64, "big": 64, "short256": 20}.get(name, 32)
+    max_len = args.max_len.get(name) or default_len
     if args.quick:
         max_len = min(max_len, 16)
     steps = args.steps or (1 if args.quick else {"tiny": 5, "multi30k": 3}.get(name, 2))
@@ -262,30 +290,48 @@ def step_memory(steps: dict, device: torch.device) -> dict:
     return memory
 
 
-def bench_training(name, cfg, source, args, device, precision, peak_flops) -> dict:
-    """Training throughput of ours and nn.Transformer on one config: a dict of figures."""
+def bench_training(name, cfg, source, args, device, mode, peak_flops) -> dict:
+    """Training throughput of ours and nn.Transformer on one config in one mode ("fp32",
+    "bf16+compile", ...): a dict of figures. `peak_flops`: the device's, for the MFU, or None."""
+    precision, compiled = mode.split("+")[0], mode.endswith("+compile")
     batch_tokens, max_len, steps, warmup = training_sizes(name, args, device)
+    if compiled:
+        warmup = max(warmup, 1)  # the first step compiles
     gen = torch.Generator().manual_seed(args.seed)
     batch = make_batch(batch_tokens, max_len, cfg.tgt_vocab_size, gen)
     src, tgt_in, tgt_out = (t.to(device) for t in batch)
     B, S, T = src.size(0), src.size(1), tgt_in.size(1)
     n_tgt = int((tgt_out != PAD).sum())
 
-    same = None if precision != "fp32" else check_same_function(cfg, src[:4].cpu(), tgt_in[:4].cpu())
+    same = None
+    if mode == "fp32":
+        same = check_same_function(cfg, src[:4].cpu(), tgt_in[:4].cpu())
     torch.manual_seed(args.seed)
     ours = Transformer(cfg)
     ref = NNTransformerModel(ours).to(device).train()  # starts from our initial weights
     ours = ours.to(device).train()
-    train = {"ours": trainer(ours, lambda: ours(src, tgt_in), tgt_out, device, precision),
-             "nn.Transformer": trainer(ref, lambda: ref(src, tgt_in, not args.ref_causal_only),
+    # Compiled, each model's forward becomes one graph (the loss, backward and Adam stay eager).
+    run_ours, run_ref = ((torch.compile(m, backend=args.compile_backend) for m in (ours, ref))
+                         if compiled else (ours, ref))
+    # Ours is called as train.py calls it: the loss ignores <pad> targets, so a right-padded
+    # target may take the causal kernel (model.py, `pad_outputs_unused`).
+    train = {"ours": trainer(ours, lambda: run_ours(src, tgt_in, pad_outputs_unused=True), tgt_out,
+                             device, precision),
+             "nn.Transformer": trainer(ref, lambda: run_ref(src, tgt_in, not args.ref_causal_only),
                                        tgt_out, device, precision)}
-    for _ in range(warmup):
-        for step in train.values():
+    first_step_s = {}  # compiling, when compiled
+    for i in range(warmup):
+        for label, step in train.items():
+            sync(device)
+            t0 = time.perf_counter()
             step()
+            sync(device)
+            if i == 0:
+                first_step_s[label] = time.perf_counter() - t0
     memory = step_memory(train, device) if device.type == "cuda" else {}
     rates = alternate({k: lambda f=f: f(steps) for k, f in train.items()}, args.rounds, device)
-    r = {"config": name, "config_source": source, "precision": precision,
-         "params_ours": sum(p.numel() for p in ours.parameters()),
+    r = {"config": name, "config_source": source, "mode": mode, "precision": precision,
+         "compiled": compiled, "params_ours": sum(p.numel() for p in ours.parameters()),
          "params_nn_transformer": sum(p.numel() for p in ref.parameters()),
          "batch_sentences": B, "src_len": S, "tgt_len": T, "target_tokens": n_tgt,
          "padding_fraction": round(1.0 - n_tgt / (B * T), 4), "steps_per_round": steps,
@@ -294,16 +340,21 @@ def bench_training(name, cfg, source, args, device, precision, peak_flops) -> di
          "tokens_per_s_nn_transformer": statistics.median(rates["nn.Transformer"]),
          "rounds_ours": [round(x, 1) for x in rates["ours"]],
          "rounds_nn_transformer": [round(x, 1) for x in rates["nn.Transformer"]],
+         "first_step_s_ours": first_step_s.get("ours"),
+         "first_step_s_nn_transformer": first_step_s.get("nn.Transformer"),
          "ref_tgt_padding_mask": not args.ref_causal_only,
          "max_abs_logit_diff_with_copied_weights": same}
     r["ratio"] = r["tokens_per_s_ours"] / r["tokens_per_s_nn_transformer"]
     if memory:
         r["cuda_memory"] = memory
-    if device.type == "cuda" and precision == "bf16" and peak_flops:
+    if peak_flops:
+        # The FLOP count of BENCHMARKS.md (padded positions, attention included), and the
+        # simpler 6 x parameters x target tokens.
         r.update(flops_per_step=train_flops(cfg, B, S, T), peak_flops=peak_flops)
         for key in ("ours", "nn_transformer"):
-            steps_per_s = r[f"tokens_per_s_{key}"] / n_tgt
-            r[f"mfu_{key}"] = r["flops_per_step"] * steps_per_s / peak_flops
+            tokens_per_s = r[f"tokens_per_s_{key}"]
+            r[f"mfu_{key}"] = r["flops_per_step"] * tokens_per_s / n_tgt / peak_flops
+            r[f"mfu_6nt_{key}"] = 6 * r["params_ours"] * tokens_per_s / peak_flops
     if device.type == "cpu":
         r["peak_rss_mib_process_so_far"] = peak_rss_mib()
     del ours, ref, train
@@ -397,7 +448,7 @@ def print_header(meta: dict, configs: dict) -> None:
 
 
 def print_training_run(r: dict) -> None:
-    name, precision = r["config"], r["precision"]
+    name, precision = r["config"], r["mode"]
     print(f"  [{name} {precision}] params ours {r['params_ours']:,} / nn.Transformer "
           f"{r['params_nn_transformer']:,}; batch {r['batch_sentences']} x src {r['src_len']} / "
           f"tgt {r['tgt_len']}, {r['target_tokens']} target tokens, "
@@ -411,6 +462,9 @@ def print_training_run(r: dict) -> None:
     if "peak_rss_mib_process_so_far" in r:
         print(f"  [{name}] peak RSS of the process so far (ru_maxrss, both models, all configs "
               f"until now): {r['peak_rss_mib_process_so_far']:.0f} MiB")
+    if r["compiled"]:
+        print(f"  [{name} {precision}] first step (compiling): ours {r['first_step_s_ours']:.1f} s, "
+              f"nn.Transformer {r['first_step_s_nn_transformer']:.1f} s")
     for label, mem in r.get("cuda_memory", {}).items():
         print(f"  [{name} {precision}] {label}: max_memory_allocated {mem['max_memory_allocated_mib']:.0f} MiB, "
               f"of which {mem['step_peak_above_resident_mib']:.0f} MiB above the resident state")
@@ -418,11 +472,11 @@ def print_training_run(r: dict) -> None:
 
 
 def training_table(results: list[dict]) -> str:
-    headers = ["config", "precision", "ours tok/s", "nn.Transformer tok/s", "ours / nn"]
+    headers = ["config", "mode", "ours tok/s", "nn.Transformer tok/s", "ours / nn"]
     mfu = any("mfu_ours" in r for r in results)
     rows = []
     for r in results:
-        row = [r["config"], r["precision"], f"{r['tokens_per_s_ours']:,.0f}",
+        row = [r["config"], r["mode"], f"{r['tokens_per_s_ours']:,.0f}",
                f"{r['tokens_per_s_nn_transformer']:,.0f}", f"{r['ratio']:.3f}"]
         if mfu:
             row += ([f"{100 * r['mfu_ours']:.1f}%", f"{100 * r['mfu_nn_transformer']:.1f}%"]
@@ -448,20 +502,27 @@ def print_decoding(results: list[dict], beams: list[dict]) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", default=None, help="comma-separated: tiny,multi30k,base (default: all three; "
-                   "tiny,multi30k with --quick)")
+    p.add_argument("--configs", default=None, help="comma-separated, of tiny,multi30k,short256,base,big "
+                   "(default: tiny,multi30k,short256,base; tiny,multi30k with --quick)")
+    p.add_argument("--modes", default=None, help="comma-separated, of fp32,bf16,fp32+compile,bf16+compile "
+                   "(default: fp32 on the CPU, fp32,bf16 on CUDA)")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile's backend in the "
+                   "+compile modes (default inductor)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per model (default 5; 2 with --quick)")
     p.add_argument("--steps", type=int, default=None, help="training steps per round (default by config)")
     p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps per model")
     p.add_argument("--batch-tokens", default=None,
                    help="target tokens per batch: N or tiny=N,base=M (default: CPU 4000/4000/2000, "
                         "CUDA 8000/8000/16000)")
-    p.add_argument("--max-len", default=None, help="longest sentence in the batch: N or name=N (default 32; 64 for base)")
+    p.add_argument("--max-len", default=None, help="longest sentence in the batch: N or name=N "
+                   "(default 32; 64 for base and big, 20 for short256)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads (default: torch's choice; 1 with --quick)")
-    p.add_argument("--peak-flops", type=float, default=None, help="the device's peak bf16 FLOPS, for the MFU")
-    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in the float32 runs on CUDA")
+    p.add_argument("--peak-flops", type=float, default=None, help="the device's peak bf16 FLOP/s, for the "
+                   "MFU (default: PEAK_TFLOPS x 1e12, else the table of GPUs; fp32: PEAK_TFLOPS_FP32)")
+    p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in the float32 runs on CUDA "
+                   "(the fp32 MFU is then against the TF32 peak)")
     p.add_argument("--ref-causal-only", action="store_true",
                    help="no tgt_key_padding_mask for nn.Transformer (is_causal path)")
     p.add_argument("--no-decode", action="store_true", help="skip the decoding section")
@@ -471,13 +532,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--decode-rounds", type=int, default=None, help="rounds per decoder (default: --rounds)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny sizes and 2 rounds: a smoke run")
+    p.add_argument("--json", default=None, help="also write the RESULT JSON to this file")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.decode_rounds = args.decode_rounds or args.rounds
     args.decode_lengths = [int(x) for x in args.decode_lengths.split(",")]
     args.batch_tokens, args.max_len = per_config(args.batch_tokens), per_config(args.max_len)
-    names = args.configs or ("tiny,multi30k" if args.quick else "tiny,multi30k,base")
+    names = args.configs or ("tiny,multi30k" if args.quick else "tiny,multi30k,short256,base")
     args.configs = [n.strip() for n in names.split(",") if n.strip()]
+    modes = args.modes or ("fp32,bf16" if args.device == "cuda" else "fp32")
+    args.modes = [m.strip() for m in modes.split(",") if m.strip()]
+    for mode in args.modes:
+        if mode not in MODES:
+            raise UserError(f"--modes: unknown mode {mode!r} (one of {', '.join(MODES)})")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise UserError(f"--json {args.json}: no such folder {Path(args.json).parent}")
     if args.threads is None and args.quick:
         args.threads = 1  # a smoke run must not crawl on OpenMP contention on a busy machine
     return args
@@ -487,32 +556,66 @@ def per_config(text: str | None) -> dict[str, int]:
     """'4000' (every config) or 'tiny=4000,base=2000'."""
     if not text:
         return {}
-    if "=" not in text:
-        return {name: int(text) for name in ("tiny", "multi30k", "base", "big")}
-    return {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+    try:
+        if "=" not in text:
+            return {name: int(text) for name in CONFIG_NAMES}
+        return {k.strip(): int(v) for k, v in (item.split("=") for item in text.split(","))}
+    except ValueError:
+        raise UserError(f"{text!r}: expected N or name=N,name=N") from None
+
+
+def env_flops(name: str) -> float | None:
+    """The environment variable `name` in TFLOP/s, as FLOP/s; None when unset or empty."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UserError(f"{name}={text!r}: must be a positive number of TFLOP/s")
+    return value * 1e12
+
+
+def device_peaks(args, device_name: str) -> dict[str, float | None]:
+    """The device's peak FLOP/s per precision, {"bf16": ..., "fp32": ...}; None if unknown.
+
+    bf16: --peak-flops, else PEAK_TFLOPS, else the table; fp32: PEAK_TFLOPS_FP32, else the
+    table's TF32 peak with --tf32 and its plain float32 peak without. The table is for
+    CUDA devices; on the CPU only the overrides give a peak.
+    """
+    row = next((peaks for name, peaks in PEAK_FLOPS if name in device_name), None)
+    bf16, tf32, fp32 = row if row and args.device == "cuda" else (None, None, None)
+    return {"bf16": args.peak_flops or env_flops("PEAK_TFLOPS") or bf16,
+            "fp32": env_flops("PEAK_TFLOPS_FP32") or (tf32 if args.tf32 else fp32)}
 
 
 def run_meta(args, device: torch.device) -> dict:
     """The run's circumstances: versions, device, threads, load, settings."""
     device_name = (torch.cuda.get_device_name(device) if device.type == "cuda"
                    else (platform.processor() or platform.machine()))
-    peak_flops = args.peak_flops
-    if device.type == "cuda" and peak_flops is None:
-        peak_flops = next((v for k, v in PEAK_BF16_FLOPS.items() if k in device_name), None)
     return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__, "python": platform.python_version(),
             "device": args.device, "device_name": device_name,
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
             "quick": args.quick, "rounds": args.rounds, "seed": args.seed,
-            "tf32": args.tf32, "peak_flops": peak_flops, "label_smoothing": LABEL_SMOOTHING}
+            "modes": args.modes, "compile_backend": args.compile_backend, "tf32": args.tf32,
+            "peak_flops": device_peaks(args, device_name), "label_smoothing": LABEL_SMOOTHING}
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("speed.py: --device cuda, but torch.cuda.is_available() is False", file=sys.stderr)
+    try:
+        return run(parse_args(argv))
+    except UserError as error:
+        print(f"speed.py: {error}", file=sys.stderr)
         return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but torch.cuda.is_available() is False")
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -521,17 +624,17 @@ def main(argv=None) -> int:
         torch.backends.cudnn.allow_tf32 = True
     configs = make_configs(args.configs)
     meta = run_meta(args, device)
-    precisions = ["fp32", "bf16"] if device.type == "cuda" else ["fp32"]
+    precisions = list(dict.fromkeys(mode.split("+")[0] for mode in args.modes))  # for decoding
     print_header(meta, configs)
 
     t_start = time.perf_counter()
     train = []
     if not args.no_train:
         print("\n== Training: forward + backward + Adam, train mode, medians of alternated rounds ==")
-        for precision in precisions:
+        for mode in args.modes:
+            peak = meta["peak_flops"][mode.split("+")[0]]
             for name, (cfg, source) in configs.items():
-                train.append(bench_training(name, cfg, source, args, device, precision,
-                                            meta["peak_flops"]))
+                train.append(bench_training(name, cfg, source, args, device, mode, peak))
                 print_training_run(train[-1])
         print("\n" + training_table(train))
     meta["seconds_training"] = round(time.perf_counter() - t_start, 1)
@@ -556,6 +659,11 @@ def main(argv=None) -> int:
     if device.type == "cpu":
         result["peak_rss_mib_end"] = peak_rss_mib()
     print("\nRESULT " + json.dumps(result, default=float))
+    if args.json:
+        try:
+            Path(args.json).write_text(json.dumps(result, default=float, indent=1) + "\n")
+        except OSError as error:
+            raise UserError(f"--json {args.json}: cannot write ({error.strerror})") from None
     return 0
 
 

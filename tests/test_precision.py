@@ -110,3 +110,36 @@ def test_an_unknown_precision_is_a_usage_error_naming_the_key(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "precision" in err and "fp16" in err, err
     assert not (tmp_path / "run").exists()
+
+
+# --- precision = "auto" ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, False, True), (False, True, True),
+                                                       (False, False, False)])
+def test_auto_takes_bf16_only_on_a_cpu_that_computes_it(amx, avx512_bf16, expected, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    cpu = torch.device("cpu")
+    assert runtime.bf16_native(cpu) is expected
+    assert runtime.use_bf16(TrainConfig(precision="auto"), cpu) is expected
+    assert runtime.use_bf16(TrainConfig(precision="bf16"), cpu)  # asked for: always, on a CPU
+    assert not runtime.use_bf16(TrainConfig(precision="fp32"), cpu)
+    with autocast(TrainConfig(precision="auto"), cpu):
+        dtype = tiny_model()(torch.tensor([[4, 5, 6, 2]]), torch.tensor([[1, 4, 5]])).dtype
+    assert dtype == (torch.bfloat16 if expected else torch.float32)
+
+
+def test_auto_on_cuda_follows_native_support_and_says_nothing(monkeypatch, capsys):
+    cuda = torch.device("cuda")
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "bf16_supported", lambda device, native=native: native)
+        assert runtime.use_bf16(TrainConfig(precision="auto"), cuda) is native
+        check_precision(TrainConfig(precision="auto"), cuda, Distributed())
+    assert capsys.readouterr().err == ""  # auto falling back to float32 is no surprise
+
+
+def test_a_run_says_which_precision_it_trains_in(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runtime, "bf16_native", lambda device: False)
+    loud = [arg for arg in TINY_RUN if arg != "--quiet"]  # the description is not printed quietly
+    assert main(["train", "copy", "--out", str(tmp_path / "run"), *loud, "precision=auto"]) == 0
+    assert "parameters; training copy from step 0 to 3 on cpu in fp32" in capsys.readouterr().out

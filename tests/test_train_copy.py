@@ -7,7 +7,6 @@ drives the teacher-forced loss down but leaves greedy decoding (which has no fut
 read) unable to copy.
 """
 
-
 from transformer import model as model_module
 from transformer.masks import padding_mask
 from transformer.recipe import build_model_config, read_recipe, split_keys

@@ -43,7 +43,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N
-    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | auto (bf16 where the hardware has it)
     compile: bool = False  # torch.compile the model for training
     threads: int = 0  # CPU threads for torch; 0 = PyTorch's default (one per core)
     # optimisation (Section 5.3, 5.4)
@@ -124,7 +124,7 @@ _NON_NEGATIVE = _number(lambda x: x >= 0, ">= 0")
 TRAIN_CHECKS = {
     "task": _one_of(*TASK_CHOICES),
     "steps": _at_least(1), "max_minutes": _NON_NEGATIVE, "seed": _at_least(0),
-    "device": _check_device, "precision": _one_of("fp32", "bf16"), "compile": _check_type(bool),
+    "device": _check_device, "precision": _one_of("fp32", "bf16", "auto"), "compile": _check_type(bool),
     "threads": _at_least(0),
     "lr_factor": _number(lambda x: x > 0, "> 0"), "warmup": _at_least(1),
     "schedule": _one_of("noam", "constant"),

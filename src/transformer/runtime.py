@@ -2,8 +2,8 @@
 
     wrap_for_training(model, cfg, ctx)  DDP across the torchrun processes, then
                                         torch.compile (`compile = true`)
-    autocast(cfg, device)               bfloat16 autocast (`precision = "bf16"`) where the
-                                        device has it, else float32
+    autocast(cfg, device)               bfloat16 autocast (`precision = "bf16"`, or "auto"
+                                        on hardware with native bf16), else float32
     check_precision(cfg, device, ctx)   the one-line warning when bf16 falls back
 
 None of them changes what is computed beyond rounding: a compiled model gives the eager
@@ -49,11 +49,32 @@ def compiled(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def autocast(train_cfg: TrainConfig, device: torch.device):
-    """bfloat16 autocast when the recipe asks for it (`precision = "bf16"`) and the device
-    has it, else nothing: float32."""
-    if train_cfg.precision == "bf16" and bf16_supported(device):
+    """bfloat16 autocast where `use_bf16` says so, else nothing: float32."""
+    if use_bf16(train_cfg, device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def use_bf16(train_cfg: TrainConfig, device: torch.device) -> bool:
+    """`precision = "bf16"`: wherever autocast can run it. `precision = "auto"`: only where
+    the hardware computes bfloat16 itself (`bf16_native`); emulated, it is slower than
+    float32, so there auto means float32."""
+    if train_cfg.precision == "auto":
+        return bf16_native(device)
+    return train_cfg.precision == "bf16" and bf16_supported(device)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """CUDA: as `bf16_supported`. CPU: AMX tiles or AVX512-BF16 (Intel Sapphire Rapids on,
+    AMD Zen 4 on); without them autocast converts to and from bfloat16 around float32 maths."""
+    if device.type == "cuda":
+        return bf16_supported(device)
+    if device.type != "cpu":
+        return False
+    # Private helpers of torch.cpu: read defensively, a later torch may rename them.
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
 
 
 def bf16_supported(device: torch.device) -> bool:

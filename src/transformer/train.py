@@ -47,7 +47,7 @@ from .recipe import TrainConfig
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .schedule import adam, make_scheduler
 from .tasks import Task
-from .runtime import autocast, check_precision, wrap_for_training
+from .runtime import autocast, check_precision, use_bf16, wrap_for_training
 from .validation import evaluate, format_eval, improves, reached_target
 
 INTERRUPTED_EXIT_CODE = 130
@@ -165,8 +165,9 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
 def describe(model: nn.Module, train_cfg: TrainConfig, step: int, ctx: Distributed) -> str:
     """The one line that says what is about to be trained, and where."""
     where = f"{ctx.device}" + (f" x {ctx.world_size} processes" if ctx.world_size > 1 else "")
+    precision = "bf16" if use_bf16(train_cfg, ctx.device) else "fp32"
     return (f"model: {model.num_parameters():,} parameters; training {train_cfg.task} "
-            f"from step {step} to {train_cfg.steps} on {where}")
+            f"from step {step} to {train_cfg.steps} on {where} in {precision}")
 
 
 # --- one update -----------------------------------------------------------------------------

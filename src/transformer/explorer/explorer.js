@@ -73,7 +73,12 @@ function showInfo(info) {
                     `${model.n_heads} heads, d_model ${model.d_model}` : null,
     typeof info.parameters === "number" ? `${(info.parameters / 1e6).toFixed(2)} M parameters` : null,
     info.checkpoint ? `checkpoint ${info.checkpoint}` : null,
-    typeof info.valid_bleu === "number" ? `valid BLEU ${info.valid_bleu.toFixed(1)}` : null,
+    // The BLEU of training's last evaluation with BLEU: say at which step, since the
+    // checkpoint shown (an average, say) may be another.
+    typeof info.valid_bleu === "number"
+      ? `valid BLEU ${info.valid_bleu.toFixed(1)}` +
+        (typeof info.valid_bleu_step === "number" ? ` at step ${info.valid_bleu_step}` : "")
+      : null,
   ];
   $("model-info").textContent = parts.filter(Boolean).join(" \u00b7 ");
   // A synthetic run (copy, reverse, sort) reads numbered symbols, not a sentence.
@@ -109,7 +114,9 @@ function startOffline(data) {
   const text = $("source-text");
   text.value = data.text || (results.length ? results[0].result.source_tokens.join(" ") : "");
   text.readOnly = true;
-  if (data.info) showInfo(data.info);
+  // The slider names the checkpoint of each answer; the run's default one (an average,
+  // say) need not be among them, so the header leaves it out.
+  if (data.info) showInfo({...data.info, checkpoint: null});
   if (!results.length) return showError("the page holds no translation");
   const show = index => render(compare.length
     ? [results[index], compare[Math.min(index, compare.length - 1)]] : [results[index]]);

@@ -119,7 +119,7 @@ EOF
       "$SPEED_S" "$TRAIN_S" "$AVERAGE_S" "$EVALUATE_S" "$(seconds_since "$START")" <<'EOF'
 import json, re, statistics, sys
 from pathlib import Path
-from transformer.metrics import read_metrics
+from transformer.training.metrics import read_metrics
 
 out, run, dry, steps, batch_tokens, minutes = sys.argv[1:7]
 wall = dict(zip(("speed", "train", "average", "evaluate", "total"), map(float, sys.argv[7:12])))

@@ -7,7 +7,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from transformer.metrics import metric_series, read_metrics
+from transformer.training.metrics import metric_series, read_metrics
 
 
 def summary(run_dir: Path, name: str, overrides: str) -> str:

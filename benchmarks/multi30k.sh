@@ -23,7 +23,7 @@ PROCS=${PROCS:-2}
 BIN=.venv/bin
 if [ "$PROCS" -gt 1 ]; then
   TRAIN=("$BIN/torchrun" --nproc-per-node "$PROCS" -m transformer train)
-  TOKENS=$($BIN/python -c 'from transformer.recipe import find_recipe, read_recipe
+  TOKENS=$($BIN/python -c 'from transformer.run.settings import find_recipe, read_recipe
 print(read_recipe(find_recipe("multi30k"))["batch_tokens"])')
   PER_PROCESS=(threads=1 batch_tokens=$(( TOKENS / PROCS )))
 else

@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO / "src"))  # benchmark this checkout, installed or n
 
 import torch  # noqa: E402
 
-from transformer.errors import UserError  # noqa: E402
-from transformer.serve import make_server  # noqa: E402
+from transformer.errors import UserError
+from transformer.serving.server import make_server
 
 SENTENCES = [
     "A man is riding a bicycle down the street.",

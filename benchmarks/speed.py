@@ -47,10 +47,11 @@ from torch import nn  # noqa: E402
 
 from references import reference_transformer  # noqa: E402
 from transformer import Transformer, TransformerConfig, causal_mask  # noqa: E402
-from transformer.decoding import beam_search, greedy_decode  # noqa: E402
-from transformer.errors import UserError  # noqa: E402
-from transformer.loss import label_smoothed_loss  # noqa: E402
-from transformer.recipe import build_model_config, read_recipe, split_keys  # noqa: E402
+from transformer.decoding.beam import beam_search
+from transformer.decoding.greedy import greedy_decode
+from transformer.errors import UserError
+from transformer.training.loss import label_smoothed_loss
+from transformer.run.settings import read_recipe, settings_from_values
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4  # ids 0..3 are <pad> <bos> <eos> <unk>
 LABEL_SMOOTHING = 0.1
@@ -125,8 +126,8 @@ def describe(cfg: TransformerConfig) -> str:
 def multi30k_config() -> tuple[TransformerConfig, str]:
     """The model of the shipped Multi30k recipe, read as `transformer train` reads it."""
     try:
-        model_keys, train = split_keys(read_recipe("multi30k"))
-        cfg = build_model_config(model_keys, train.vocab_size, PAD)
+        settings = settings_from_values(read_recipe("multi30k"))
+        cfg = settings.with_vocabulary(settings.train.vocab_size, PAD).model
     except UserError as error:
         raise SystemExit(f"speed.py: the multi30k config comes from its recipe: {error}") from None
     return cfg, f"recipe multi30k: {describe(cfg)}"

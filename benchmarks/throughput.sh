@@ -26,7 +26,7 @@ timeout -s TERM "$BUDGET_S" "${LAUNCH[@]}" train multi30k --config multi30k --ou
 .venv/bin/python - "$RUN" "$NAME" "$PROCS" "$*" <<'PY'
 import statistics, sys
 from pathlib import Path
-from transformer.metrics import read_metrics
+from transformer.training.metrics import read_metrics
 run, name, procs, sets = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 train = [r for r in read_metrics(run / "metrics.jsonl") if r.get("kind") == "train" and r["step"] > 20]
 speed = statistics.median(r["tokens_per_s"] for r in train)

@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from transformer.metrics import read_metrics
+from transformer.training.metrics import read_metrics
 
 
 def shares(run_dir: Path) -> dict:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from serve_helpers import Server
-from test_cli_errors import train_translation_run, write_corpus
+from kit import train_translation_run, write_corpus
 
 
 @pytest.fixture(autouse=True)

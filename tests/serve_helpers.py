@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from transformer.serve import make_server
+from transformer.serving.server import make_server
 
 TIMEOUT = 30  # seconds, for any one request
 TEXT = "a dog sees the ball ."

@@ -10,7 +10,8 @@ Pins down:
 - the command trains every variant into OUT/<variant>/ with the same budget, prints the
   table, writes ablation.md and a valid ablation.png, and each variant differs from the
   baseline in what it says it changes (and in its training); the config.json of an
-  attention variant says which function its model ran.
+  attention variant says which function its model ran, and loading the run restores it;
+- `--overwrite` replaces only run directories.
 """
 
 import json
@@ -19,13 +20,16 @@ import math
 import pytest
 import torch
 
-import transformer.attention as attention_module
+from transformer.run.rundir import load_run
+
+import transformer.model.attention as attention_module
 from transformer import (MultiHeadAttention, TransformerConfig, Transformer, causal_mask,
                          scaled_dot_product_attention)
-from transformer.ablate import VARIANTS, mask_after_softmax_attention, unscaled_attention, with_attention
-from transformer.ablate_report import format_table
-from transformer.cli import main
-from transformer.schedule import adam, make_scheduler, noam_lr
+from transformer.experiments.ablate import VARIANTS
+from transformer.run.ablated_attention import (mask_after_softmax_attention, unscaled_attention, with_attention)
+from transformer.experiments.ablate_report import format_table
+from transformer.cli.main import main
+from transformer.training.schedule import adam, make_scheduler, noam_lr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
@@ -96,12 +100,6 @@ def test_constant_schedule_starts_at_the_noam_peak():
     assert max(rates["noam"]) == pytest.approx(peak)
 
 
-def test_unknown_schedule_is_a_user_error():
-    from transformer.errors import UserError
-    with pytest.raises(UserError, match="schedule='cosine'"):
-        make_scheduler(adam([torch.nn.Parameter(torch.zeros(1))]), "cosine", 64, 200)
-
-
 def test_with_attention_changes_that_model_and_no_other():
     cfg = TransformerConfig.tiny(vocab_size=20, dropout=0.0)  # fused: with_attention switches it
     right_model, wrong_model = Transformer(cfg).eval(), Transformer(cfg).eval()
@@ -163,9 +161,12 @@ def test_ablate_trains_every_variant_and_writes_the_report(tmp_path, capsys):
     assert model("untied")["tie_embeddings"] == "none" and model("pre-LN")["norm_first"] is True
     for name, function in (("mask-after-softmax", "mask_after_softmax_attention"),
                            ("no-scaling", "unscaled_attention")):
-        ablation = runs[name][0]["ablation"]  # the config alone does not make the mistake
-        assert ablation["attention_fn"] == f"transformer.ablate.{function}"
-        assert "attends correctly" in ablation["not_in_config"]
+        ablation = runs[name][0]["ablation"]  # the config names the function ...
+        assert ablation["attention_fn"] == f"transformer.run.ablated_attention.{function}"
+        loaded = load_run(out / name).model  # ... and loading the run gives it back
+        modules = [m for m in loaded.modules() if isinstance(m, MultiHeadAttention)]
+        assert modules and all(m.attention_fn.__name__ == function and not m.fused
+                               for m in modules)
     assert all("attention_fn" not in runs[name][0]["ablation"]
                for name in ("baseline", "no-warmup", "untied", "pre-LN"))
     for name in names[1:]:  # the variant changed training, not just its label
@@ -178,6 +179,9 @@ def test_ablate_refuses_to_overwrite_and_rejects_bad_keys(tmp_path, capsys):
     (out / "baseline" / "metrics.jsonl").write_text("{}\n")
     assert main(["ablate", "--steps", "5", "--out", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+    assert main(["ablate", "--steps", "5", "--out", str(out), "--overwrite"]) == 2
+    assert "replaces only a run directory" in capsys.readouterr().err  # a log alone is no run
+    assert (out / "baseline" / "metrics.jsonl").is_file()  # nothing was deleted
     assert main(["ablate", "--out", str(tmp_path / "x"), "--set", "d_modle=32"]) == 2
     assert "unknown key 'd_modle'" in capsys.readouterr().err
     assert main(["ablate", "--out", str(tmp_path / "y"), "--steps", "0"]) == 2
@@ -197,7 +201,7 @@ def test_format_table_marks_unreached_targets_and_divergence():
 
 
 def test_multi30k_slice_is_written_as_a_parallel_task(tmp_path):
-    from transformer.ablate import MULTI30K_TRAIN_PAIRS, MULTI30K_VALID_PAIRS, write_multi30k_slice
+    from transformer.experiments.ablate import (MULTI30K_TRAIN_PAIRS, MULTI30K_VALID_PAIRS, write_multi30k_slice)
     from transformer.data.parallel import find_multi30k_dir, read_parallel
     from transformer.errors import UserError
     try:

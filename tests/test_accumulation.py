@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from transformer.checkpoint import load_checkpoint
-from transformer.cli import main
-from transformer.model import Transformer
-from transformer.schedule import NoamScheduler, adam, noam_lr
+from transformer.checkpoint.format import load_checkpoint
+from transformer.cli.main import main
+from transformer.model.transformer import Transformer
+from transformer.training.schedule import NoamScheduler, adam, noam_lr
 
 from training_reference import (TINY_SETS, assert_same_training, load_model, read_run,
                                 reference_training, union)

@@ -14,29 +14,33 @@ import pytest
 import torch
 
 from transformer import Transformer, TransformerConfig
-from transformer.analyze import analyze, encode_source, tokenizer_vocabulary
-from transformer.data.translation import translate_texts
-from transformer.decoding import gnmt_length_penalty
+from transformer.decoding.analyze import analyze, encode_source
+from transformer.decoding.translate import DecodingOptions, translate_texts
+from transformer.decoding.beam import gnmt_length_penalty
 from transformer.errors import UserError
-from transformer.rundir import load_run
+from transformer.run.rundir import load_run
 
 SENTENCES = ["the cat sees a book .", "a dog eats the red car .", "my friend holds some bread ."]
+PAPER = DecodingOptions(beam_size=4, length_penalty=0.6, max_len_a=1.0, max_len_b=50)
 
 
 @pytest.fixture(scope="module")
 def trained(trained_translation_run):
-    model, tokenizer, _ = load_run(trained_translation_run)
-    return model, tokenizer
+    run = load_run(trained_translation_run)
+    return run.model, run.vocab
 
 
 class Letters:
-    """A Vocabulary of single letters: ids 0-3 special, then 'a'..'z'."""
+    """A vocabulary of single letters: ids 0-3 special, then 'a'..'z'."""
 
     pad_id, bos_id, eos_id = 0, 1, 2
     SPECIAL = ("<pad>", "<bos>", "<eos>", "<unk>")
 
     def encode(self, text: str) -> list[int]:
         return [4 + ord(c) - ord("a") for c in text if "a" <= c <= "z"]
+
+    def encode_known(self, texts):
+        return [self.encode(text) for text in texts], [[] for _ in texts]
 
     def decode(self, ids) -> str:
         return "".join(chr(ord("a") + i - 4) for i in ids if i >= 4)
@@ -103,7 +107,7 @@ def check_attention(maps: dict, cfg: TransformerConfig, S: int, T: int) -> None:
 def test_answer_of_a_trained_model(trained, n_best, attention):
     model, tokenizer = trained
     for text in SENTENCES:
-        answer = analyze(model, tokenizer_vocabulary(tokenizer), text, beam=4, n_best=n_best,
+        answer = analyze(model, tokenizer, text, PAPER, beam=4, n_best=n_best,
                          attention=attention)
         check_answer(answer, model.cfg, n_best, attention)
         assert answer["source_tokens"][:-1] == tokenizer.tokens(text)
@@ -112,7 +116,7 @@ def test_answer_of_a_trained_model(trained, n_best, attention):
 @pytest.mark.parametrize("n_best,attention", [(1, True), (2, False), (5, True)])
 def test_answer_of_an_untrained_model_with_another_vocabulary(untrained, n_best, attention):
     model, vocab = untrained
-    answer = analyze(model, vocab, "hello there", beam=5, n_best=n_best, attention=attention,
+    answer = analyze(model, vocab, "hello there", PAPER, beam=5, n_best=n_best, attention=attention,
                      alternatives=3)
     check_answer(answer, model.cfg, n_best, attention)
     assert answer["source_tokens"] == list("hellothere") + ["<eos>"]
@@ -122,7 +126,7 @@ def test_answer_of_an_untrained_model_with_another_vocabulary(untrained, n_best,
 def test_score_is_the_log_prob_over_the_length_penalty(trained):
     """For hypotheses that ended with <eos>: beam search's score and the forward pass agree."""
     model, tokenizer = trained
-    answer = analyze(model, tokenizer_vocabulary(tokenizer), SENTENCES[1], beam=4, n_best=4)
+    answer = analyze(model, tokenizer, SENTENCES[1], PAPER, n_best=4)
     for h in answer["hypotheses"]:
         assert len(h["tokens"]) < model.cfg.max_len - 1  # ended, not cut at the limit
         lp = gnmt_length_penalty(len(h["tokens"]) + 1, 0.6)
@@ -132,8 +136,8 @@ def test_score_is_the_log_prob_over_the_length_penalty(trained):
 @pytest.mark.parametrize("beam", [1, 2, 4])
 def test_translation_is_what_translate_gives(trained, beam):
     model, tokenizer = trained
-    expected = translate_texts(model, tokenizer, SENTENCES, beam_size=beam)
-    got = [analyze(model, tokenizer_vocabulary(tokenizer), text, beam=beam)["translation"]
+    expected = translate_texts(model, tokenizer, SENTENCES, PAPER, beam_size=beam)
+    got = [analyze(model, tokenizer, text, PAPER, beam=beam)["translation"]
            for text in SENTENCES]
     assert got == expected
 
@@ -141,9 +145,8 @@ def test_translation_is_what_translate_gives(trained, beam):
 def test_attention_off_and_on_give_the_same_numbers(trained):
     """Recording attention takes the readable path; the probabilities must not notice."""
     model, tokenizer = trained
-    vocab = tokenizer_vocabulary(tokenizer)
-    plain = analyze(model, vocab, SENTENCES[0], n_best=2)
-    recorded = analyze(model, vocab, SENTENCES[0], n_best=2, attention=True)
+    plain = analyze(model, tokenizer, SENTENCES[0], PAPER, n_best=2)
+    recorded = analyze(model, tokenizer, SENTENCES[0], PAPER, n_best=2, attention=True)
     assert recorded.pop("attention")
     for a, b in zip(plain["hypotheses"], recorded["hypotheses"], strict=True):
         assert a["tokens"] == b["tokens"]
@@ -153,10 +156,10 @@ def test_attention_off_and_on_give_the_same_numbers(trained):
 
 def test_a_model_in_training_mode_is_analysed_without_dropout_and_left_so(untrained):
     model, vocab = untrained
-    expected = analyze(model, vocab, "abc", attention=True)
+    expected = analyze(model, vocab, "abc", PAPER, attention=True)
     model.train()
     try:
-        assert analyze(model, vocab, "abc", attention=True) == expected
+        assert analyze(model, vocab, "abc", PAPER, attention=True) == expected
         assert model.training
     finally:
         model.eval()
@@ -164,20 +167,18 @@ def test_a_model_in_training_mode_is_analysed_without_dropout_and_left_so(untrai
 
 def test_no_alternatives(untrained):
     model, vocab = untrained
-    answer = analyze(model, vocab, "abc", alternatives=0)
+    answer = analyze(model, vocab, "abc", PAPER, alternatives=0)
     assert answer["alternatives"] == [[] for _ in answer["target_tokens"]]
     with pytest.raises(ValueError, match="alternatives"):
-        analyze(model, vocab, "abc", alternatives=-1)
+        analyze(model, vocab, "abc", PAPER, alternatives=-1)
 
 
-def test_tokenizer_vocabulary(trained):
-    _, tokenizer = trained
-    vocab = tokenizer_vocabulary(tokenizer)
-    assert (vocab.pad_id, vocab.bos_id, vocab.eos_id) == (0, 1, 2)
-    assert [vocab.token(i) for i in range(4)] == ["<pad>", "<bos>", "<eos>", "<unk>"]
-    ids = vocab.encode("the cat ⚽ sees")  # a symbol the vocabulary lacks is left out
-    assert ids == tokenizer.encode("the cat sees") and vocab.decode(ids) == "the cat sees"
-    assert [vocab.token(i) for i in ids] == tokenizer.tokens("the cat sees")
+def test_a_symbol_the_vocabulary_lacks_is_left_out_of_the_source(trained):
+    model, tokenizer = trained
+    ids = encode_source(model, tokenizer, "the cat ⚽ sees")
+    assert ids == tokenizer.encode("the cat sees") and tokenizer.decode(ids) == "the cat sees"
+    answer = analyze(model, tokenizer, "the cat ⚽ sees", PAPER)
+    assert answer == analyze(model, tokenizer, "the cat sees", PAPER)
 
 
 @pytest.mark.parametrize("text,names", [
@@ -188,15 +189,15 @@ def test_tokenizer_vocabulary(trained):
 ])
 def test_bad_text_is_a_user_error(trained, text, names):
     model, tokenizer = trained
-    for call in (analyze, encode_source):
+    for call in (lambda *a: analyze(*a, PAPER), encode_source):
         with pytest.raises(UserError) as error:
-            call(model, tokenizer_vocabulary(tokenizer), text)
+            call(model, tokenizer, text)
         message = str(error.value)
         assert "\n" not in message and all(name in message for name in names), message
 
 
 def test_the_longest_text_allowed(untrained):
     model, vocab = untrained
-    answer = analyze(model, vocab, "a" * (model.cfg.max_len - 1), attention=True)
+    answer = analyze(model, vocab, "a" * (model.cfg.max_len - 1), PAPER, attention=True)
     assert len(answer["source_tokens"]) == model.cfg.max_len
     check_answer(answer, model.cfg, 1, True)

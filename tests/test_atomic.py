@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kill_helpers import die_at
 
-from transformer import atomic
-from transformer.atomic import list_folders, remove_folder, tidy, write_folder
+from transformer.checkpoint import atomic
+from transformer.checkpoint.atomic import list_folders, remove_folder, tidy, write_folder
 
 DEAD_PID = 999_999_999  # above any pid_max: never a live process
 

@@ -11,11 +11,10 @@ import torch
 from safetensors import safe_open
 
 import transformer as T
-from transformer.averaging import average_checkpoints, save_average
-from transformer.checkpoint import (latest_checkpoint, list_checkpoints,
-                                    load_checkpoint, load_weights, read_config,
-                                    save_checkpoint)
-from transformer.train import rng_state, set_rng_state
+from transformer.checkpoint.averaging import average_checkpoints, save_average
+from transformer.checkpoint.catalogue import latest_checkpoint, prune, step_checkpoints as list_checkpoints
+from transformer.checkpoint.format import (load_checkpoint, load_weights, read_model_config as read_config, save_checkpoint)
+from transformer.training.resume import rng_state, set_rng_state
 from transformer.errors import UserError
 
 
@@ -325,7 +324,8 @@ def test_keep_last_keeps_exactly_n(tmp_path):
     model = make_model()
     save_checkpoint(tmp_path, 0, model, name="best")
     for step in range(1, 7):
-        save_checkpoint(tmp_path, step * 10, model, keep_last=3)
+        save_checkpoint(tmp_path, step * 10, model)
+        prune(tmp_path, keep_last=3)
     kept = [p.name for p in list_checkpoints(tmp_path)]
     assert kept == ["step-000040", "step-000050", "step-000060"]
     assert (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()

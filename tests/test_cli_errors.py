@@ -16,45 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import assert_user_error, run_main
-from transformer.cli import main
-
-# 200 made-up English -> German sentence pairs from a tiny grammar: enough for a BPE
-# vocabulary and a few training steps, nothing to download.
-SUBJECTS = {"the cat": "die katze", "a dog": "ein hund", "the man": "der mann",
-            "a woman": "eine frau", "the child": "das kind", "my friend": "mein freund"}
-VERBS = {"sees": "sieht", "likes": "mag", "eats": "isst", "finds": "findet", "holds": "hält"}
-OBJECTS = {"an apple": "einen apfel", "the ball": "den ball", "a book": "ein buch",
-           "the red car": "das rote auto", "some bread": "etwas brot"}
-TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
-MAX_LEN = 32
-
-
-def write_corpus(folder: Path, pairs: int = 200) -> tuple[Path, Path]:
-    """Line-aligned en/de files of `pairs` sentences, walking the grammar in a fixed order."""
-    subjects, verbs, objects = list(SUBJECTS), list(VERBS), list(OBJECTS)
-    en, de = [], []
-    for i in range(pairs):
-        s, v, o = subjects[i % 6], verbs[i // 6 % 5], objects[i // 30 % 5]
-        en.append(f"{s} {v} {o} .")
-        de.append(f"{SUBJECTS[s]} {VERBS[v]} {OBJECTS[o]} .")
-    src, tgt = folder / "train.en", folder / "train.de"
-    src.write_text("\n".join(en) + "\n", encoding="utf-8")
-    tgt.write_text("\n".join(de) + "\n", encoding="utf-8")
-    return src, tgt
-
-
-def train_translation_run(run_dir: Path, src: Path, tgt: Path, *extra) -> None:
-    """A few steps of `train parallel` with a tiny model: a run translate can load.
-
-    `extra` arguments come last, so they win: e.g. "--steps", 60, "--set", "warmup=20"."""
-    torch.set_num_threads(1)
-    code = main(["train", "parallel", "--src", str(src), "--tgt", str(tgt), "--out", str(run_dir),
-                 "--steps", "4", "--quiet", "--set", *TINY_MODEL, "vocab_size=200",
-                 f"max_len={MAX_LEN}", "batch_tokens=512", "eval_every=1000", "bleu_every=1000",
-                 "save_every=1000", "beam_size=2", "max_len_b=10", *map(str, extra)])
-    assert code == 0
-
+from kit import (MAX_LEN, TINY_MODEL, assert_user_error, run_main, train_translation_run,
+                 write_corpus)
+from transformer.cli.main import main
 
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory) -> Path:

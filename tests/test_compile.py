@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from transformer import Transformer, TransformerConfig
-from transformer.cli import main
+from transformer.cli.main import main
 from transformer.data.batching import collate
-from transformer.distributed import Distributed
+from transformer.training.distributed import Distributed
 from transformer.errors import UserError
-from transformer.recipe import TrainConfig
-from transformer.runtime import wrap_for_training
+from transformer.training.config import TrainConfig
+from transformer.training.runtime import wrap_for_training
 
 COMPILER = next((c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
 needs_compiler = pytest.mark.skipif(

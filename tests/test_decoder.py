@@ -24,8 +24,8 @@ from torch import nn
 from references import (BOS, PAD, VOCAB, assert_same_outputs, padded_batch, reference_decoder,
                         tiny)
 from transformer import Transformer, causal_mask, padding_mask
-from transformer.decoder import Decoder, cache_length, reorder_cache
-from transformer.masks import decoder_self_mask
+from transformer.model.decoder import Decoder, cache_length, reorder_cache
+from transformer.model.masks import decoder_self_mask
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])

@@ -29,14 +29,15 @@ import torch
 import torch.distributed
 from safetensors.torch import load_file
 
-from transformer import checkpoint as ckpt
-from transformer.cli import main
-from transformer.distributed import Distributed, resolve_device
+from transformer.checkpoint import format as ckpt
+from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.cli.main import main
+from transformer.training.distributed import Distributed, resolve_device
 from transformer.errors import UserError
-from transformer.metrics import METRICS_FILE, read_metrics
-from transformer.model import Transformer
-from transformer.resume import restore, rng_state
-from transformer.schedule import adam, make_scheduler
+from transformer.training.metrics import METRICS_FILE, read_metrics
+from transformer.model.transformer import Transformer
+from transformer.training.resume import restore, rng_state
+from transformer.training.schedule import adam, make_scheduler
 
 from training_reference import (TINY_SETS, assert_same_training, load_model, read_run,
                                 reference_training, union)
@@ -51,17 +52,17 @@ slow = pytest.mark.skipif(os.environ.get("TRANSFORMER_SLOW_TESTS") != "1",
 # The command line, with a spy: every checkpoint save is logged with the rank that made it.
 SPY = """\
 import os, sys
-import transformer.checkpoint as ckpt
-from transformer.cli import main
+import transformer.training.loop as loop
+from transformer.cli.main import main
 
-real_save = ckpt.save_checkpoint
+real_save = loop.save_checkpoint
 
 def spy(run_dir, step, *args, **kwargs):
     with open(os.environ["SAVES_LOG"], "a") as log:
         log.write(f"{os.environ['RANK']} {kwargs.get('name') or step}\\n")
     return real_save(run_dir, step, *args, **kwargs)
 
-ckpt.save_checkpoint = spy
+loop.save_checkpoint = spy
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -171,8 +172,8 @@ def test_a_user_error_on_rank_0_stops_every_rank(tmp_path):
 # finite. Each worker writes its exit code to EXIT_DIR/exit-RANK.
 DIVERGE = """\
 import dataclasses, math, os, sys
-from transformer import train
-from transformer.cli import main
+from transformer.training import loop as train
+from transformer.cli.main import main
 
 if os.environ["RANK"] == "1":
     real_loss, calls = train.label_smoothed_loss, []
@@ -230,7 +231,7 @@ def test_a_ddp_run_with_dropout_resumes_exactly(diverged_run, tmp_path):
     dropout each rank draws its own masks, so each rank's random state must come back."""
     stopped, unbroken = tmp_path / "stopped", tmp_path / "unbroken"
     shutil.copytree(diverged_run[0], stopped)
-    saved = torch.load(ckpt.latest_checkpoint(stopped) / ckpt.STATE_FILE, weights_only=True)
+    saved = torch.load(latest_checkpoint(stopped) / ckpt.STATE_FILE, weights_only=True)
     first, second = saved["train_state"]["rng_per_rank"]
     # The ranks' streams have parted (dropout masks of other sizes draw other amounts),
     # or this test could not tell one rank's state from the other's.
@@ -267,7 +268,7 @@ def resume_as(ctx: Distributed, run_dir) -> None:
 def test_each_rank_restores_its_own_random_state(ddp_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(ddp_run[0], run_dir)
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     states = [random_state(seed) for seed in (10, 11)]
     state = torch.load(latest / ckpt.STATE_FILE, weights_only=True)
     assert len(state["train_state"]["rng_per_rank"]) == WORLD  # a DDP run saves every rank's
@@ -305,7 +306,7 @@ def test_a_checkpoint_without_per_rank_states_resumes_under_ddp_with_a_note(tmp_
     torch.set_num_threads(1)
     assert main(["train", "copy", "--out", str(run_dir), "--steps", "1", "--quiet",
                  "--set", *TINY_SETS]) == 0
-    state = torch.load(ckpt.latest_checkpoint(run_dir) / ckpt.STATE_FILE, weights_only=True)
+    state = torch.load(latest_checkpoint(run_dir) / ckpt.STATE_FILE, weights_only=True)
     assert "rng_per_rank" not in state["train_state"]  # one process: as before
     capsys.readouterr()
     resume_as(Distributed(0, WORLD), run_dir)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from transformer.embeddings import Embeddings, sinusoidal_table
+from transformer.model.embeddings import Embeddings, sinusoidal_table
 
 D, MAX_LEN, VOCAB = 16, 32, 50
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from references import PAD, VOCAB, assert_same_outputs, padded_source, reference_encoder, tiny
 from transformer import Transformer, padding_mask
-from transformer.encoder import Encoder
-from transformer.feedforward import PositionwiseFeedForward
+from transformer.model.encoder import Encoder
+from transformer.model.feedforward import PositionwiseFeedForward
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])

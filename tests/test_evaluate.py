@@ -6,10 +6,10 @@ import math
 import pytest
 import sacrebleu
 
-from cli_helpers import assert_user_error, run_main
-from test_cli_errors import train_translation_run, write_corpus
+from kit import assert_user_error, run_main
+from kit import train_translation_run, write_corpus
 from transformer.errors import UserError
-from transformer.evaluate import corpus_bleu
+from transformer.decoding.bleu import corpus_bleu
 
 
 def test_identical_text_scores_100():

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from explorer_helpers import ablated_copy, embedded_data, expected_panels
-from transformer.explore import explore, render_page, script_json
+from transformer.serving.explorer_page import explore, render_page, script_json
 
 # Strings that would break a page that inlined them carelessly.
 TRICKY = "</script><script>alert(1)</script> <!-- &amp; \u2028 Stra\u00dfe \U0001F600"
@@ -127,7 +127,7 @@ def test_explore_refuses_unknown_checkpoints_choice(runs, tmp_path):
 
 
 def test_the_explore_command_writes_one_offline_page(trained_translation_run, tmp_path, capsys):
-    from cli_helpers import run_main
+    from kit import run_main
     out = tmp_path / "page.html"
     code, stdout, err = run_main(capsys, ["explore", trained_translation_run, "the cat finds the ball .",
                                           "--out", out, "--beam", 2])
@@ -138,6 +138,6 @@ def test_the_explore_command_writes_one_offline_page(trained_translation_run, tm
 
 
 def test_serve_refuses_a_bad_port_in_one_line(trained_translation_run, capsys):
-    from cli_helpers import assert_user_error, run_main
+    from kit import assert_user_error, run_main
     code, _, err = run_main(capsys, ["serve", trained_translation_run, "--port", "-1"])
     assert_user_error(code, err, "--port")

@@ -19,8 +19,8 @@ import pytest
 from explorer_helpers import (Dom, ablated_copy, chromium, embedded_data, expected_panels,
                               page_requests, panels)
 from serve_helpers import Server
-from transformer import serve
-from transformer.explore import explore
+from transformer.serving import server as serve
+from transformer.serving.explorer_page import explore, render_page
 
 SENTENCE = "the cat finds the ball ."
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -129,6 +129,114 @@ def test_offline_page_answers_clicks_and_hovers(pages, tmp_path):
     assert seen["titleAfter"] == seen["title"]  # the zoomed head stays through the slider
 
 
+# Hovers in the zoom of an encoder head, noting every element whose classes were read or
+# written meanwhile (the classList and className properties, setAttribute): what each
+# hover touched, and what it left lit, as "row,col" ("-" where a label has none).
+HOVERS = """<script>
+(() => {
+  const touched = new Set();
+  const watch = (name, keep) => {
+    const real = Object.getOwnPropertyDescriptor(Element.prototype, name);
+    Object.defineProperty(Element.prototype, name, {...real, ...keep(real)});
+  };
+  watch("classList", real => ({get() { touched.add(this); return real.get.call(this); }}));
+  watch("className", real => ({set(value) { touched.add(this); real.set.call(this, value); }}));
+  watch("setAttribute", real => ({value(...args) {
+    touched.add(this);
+    return real.value.apply(this, args);
+  }}));
+  document.querySelector('.head-panel[data-kind="encoder"][data-layer="0"][data-head="0"]').click();
+  const grid = document.querySelector(".zoom-grid");
+  const name = node => `${node.dataset.row ?? "-"},${node.dataset.col ?? "-"}`;
+  const step = (node, event) => {
+    touched.clear();
+    node.dispatchEvent(new MouseEvent(event, {bubbles: event === "mouseover"}));
+    const changed = [...touched].filter(other => other !== grid && grid.contains(other));
+    return {touched: changed.map(name), lit: [...grid.querySelectorAll(".lit")].map(name),
+            hovering: grid.classList.contains("hovering")};
+  };
+  const cell = (row, col) => grid.querySelector(`.cell[data-row="${row}"][data-col="${col}"]`);
+  const seen = {
+    first: step(cell(1, 2), "mouseover"),
+    second: step(cell(3, 0), "mouseover"),
+    label: step(grid.querySelector('.row-label[data-row="2"]'), "mouseover"),
+    left: step(grid, "mouseleave"),
+  };
+  document.body.dataset.check = JSON.stringify(seen);
+})();
+</script>
+</body>"""
+
+
+def test_zoom_hover_touches_the_lit_row_and_column_only(pages, tmp_path):
+    path, data = pages["single"]
+    page = tmp_path / "hovered.html"
+    page.write_text(path.read_text(encoding="utf-8").replace("</body>", HOVERS), encoding="utf-8")
+    dom, _ = render(page, tmp_path)
+    seen = json.loads(dom.body()["data-check"])
+    S = len(data["results"][-1]["result"]["source_tokens"])
+    assert S > 3  # rows and columns 0 to 3 exist
+
+    def line(row=None, col=None) -> set[str]:
+        """The names of a row's label and cells, and of a column's."""
+        names = set()
+        if row is not None:
+            names |= {f"{row},-"} | {f"{row},{j}" for j in range(S)}
+        if col is not None:
+            names |= {f"-,{col}"} | {f"{i},{col}" for i in range(S)}
+        return names
+
+    first, second, label, left = seen["first"], seen["second"], seen["label"], seen["left"]
+    assert set(first["lit"]) == line(1, 2) and len(first["lit"]) == len(line(1, 2))
+    assert set(second["lit"]) == line(3, 0)  # the old row and column went dark
+    assert set(label["lit"]) == line(row=2)  # a row label lights its row alone
+    assert left["lit"] == [] and not left["hovering"] and first["hovering"]
+    # Each move touched the lines it lit or put out, not the whole grid.
+    assert first["touched"] and set(first["touched"]) <= line(1, 2)
+    assert set(second["touched"]) <= line(1, 2) | line(3, 0)
+    assert set(label["touched"]) <= line(3, 0) | line(row=2)
+    assert set(left["touched"]) <= line(row=2)
+
+
+def without_attention(data: dict) -> dict:
+    """`data` as explore() would write it for answers asked for without attention."""
+    data = json.loads(json.dumps(data))
+    for entry in data["results"]:
+        entry["result"].pop("attention")
+    return data
+
+
+# A resize, with the page's uncaught errors kept in body[data-check].
+RESIZE = """<script>
+(() => {
+  const errors = [];
+  addEventListener("error", event => errors.push(event.message));
+  dispatchEvent(new Event("resize"));
+  document.body.dataset.check = JSON.stringify({errors, state: document.body.dataset.state});
+})();
+</script>
+</body>"""
+
+
+def test_offline_page_without_attention_survives_a_resize(pages, tmp_path):
+    page = tmp_path / "no-attention.html"
+    html = render_page(without_attention(pages["single"][1]))
+    page.write_text(html.replace("</body>", RESIZE), encoding="utf-8")
+    dom, _ = render(page, tmp_path)
+    seen = json.loads(dom.body()["data-check"])
+    assert seen == {"errors": [], "state": "ready"}
+    assert not panels(dom) and dom.text["translation"]
+
+
+def test_offline_page_takes_the_beams_bound_from_its_info(pages, tmp_path):
+    data = json.loads(json.dumps(pages["single"][1]))
+    data["info"]["max_beam"] = 7  # not the server's 16: the page must read it, not know it
+    page = tmp_path / "max-beam.html"
+    page.write_text(render_page(data), encoding="utf-8")
+    dom, _ = render(page, tmp_path)
+    assert dom.by_id("beam")["max"] == dom.by_id("n-best")["max"] == "7"
+
+
 @pytest.mark.parametrize("name", ["single", "compare"])
 def test_screenshot(pages, tmp_path, name):
     path, _ = pages[name]
@@ -212,13 +320,21 @@ ONLINE_STEPS = """<script>
 </body>"""
 
 
-def test_served_page_follows_enter_and_the_slider(server, tmp_path, monkeypatch):
+def serve_changed_page(monkeypatch, tmp_path: Path, end: str, start: str = "") -> None:
+    """Make the running server's page a copy of index.html with the script `end` before
+    </body> and `start` (if any) before the explorer's own scripts."""
     pages = tmp_path / "explorer"
     shutil.copytree(serve.EXPLORER_DIR, pages)
     index = pages / "index.html"
-    index.write_text(index.read_text(encoding="utf-8").replace("</body>", ONLINE_STEPS),
-                     encoding="utf-8")
+    html = index.read_text(encoding="utf-8").replace("</body>", end)
+    first = '<script src="static/dom.js"></script>'
+    assert first in html
+    index.write_text(html.replace(first, start + first), encoding="utf-8")
     monkeypatch.setattr(serve, "EXPLORER_DIR", pages)  # the running server reads it per request
+
+
+def test_served_page_follows_enter_and_the_slider(server, tmp_path, monkeypatch):
+    serve_changed_page(monkeypatch, tmp_path, ONLINE_STEPS)
     dom, _ = open_served(server, {"text": SENTENCE, "beam": 2, "n_best": 2,
                                   "checkpoint": "step-000020"}, tmp_path)
     seen = json.loads(dom.body()["data-check"])
@@ -236,3 +352,65 @@ def test_served_page_follows_enter_and_the_slider(server, tmp_path, monkeypatch)
     assert slid["translation"] == translation("a dog sees the ball .", "best")
     assert slid["url"].endswith("&checkpoint=best")
     assert "longer than the model's limit" in seen["error"]
+
+
+# Before the explorer's scripts: every request leaves with attention off (as a caller of
+# /api/translate may ask), and the page's uncaught errors are kept.
+ATTENTION_OFF = """<script>
+(() => {
+  window.pageErrors = [];
+  addEventListener("error", event => pageErrors.push(event.message));
+  addEventListener("unhandledrejection", event => pageErrors.push(String(event.reason)));
+  const realFetch = window.fetch;
+  window.fetch = (path, options) => {
+    if (options && options.body) {
+      const body = {...JSON.parse(options.body), attention: false};
+      options = {...options, body: JSON.stringify(body)};
+    }
+    return realFetch(path, options);
+  };
+})();
+</script>
+"""
+
+# The window resized after an answer without attention, then after an error answer.
+RESIZES = """<script>
+(async () => {
+  const until = test => new Promise(done => {
+    const timer = setInterval(() => { if (test()) { clearInterval(timer); done(); } }, 20);
+  });
+  const seen = {};
+  await until(() => document.body.dataset.state === "ready");
+  seen.translation = document.getElementById("translation").textContent;
+  dispatchEvent(new Event("resize"));
+  seen.afterAnswer = [...pageErrors];
+  document.getElementById("source-text").value = Array(40).fill("the cat").join(" ");
+  document.getElementById("translate-button").click();
+  await until(() => document.body.dataset.state === "error");
+  dispatchEvent(new Event("resize"));
+  seen.afterError = [...pageErrors];
+  seen.state = document.body.dataset.state;
+  document.body.dataset.check = JSON.stringify(seen);
+})();
+</script>
+</body>"""
+
+
+def test_served_page_without_attention_survives_a_resize(server, tmp_path, monkeypatch):
+    serve_changed_page(monkeypatch, tmp_path, RESIZES, start=ATTENTION_OFF)
+    dom, _ = open_served(server, {"text": SENTENCE}, tmp_path)
+    seen = json.loads(dom.body()["data-check"])
+    assert seen["translation"] == server.translate({"text": SENTENCE})["translation"]
+    assert seen["afterAnswer"] == [] and seen["afterError"] == []
+    assert seen["state"] == "error" and not panels(dom)
+
+
+def test_served_page_takes_the_beams_bound_from_the_server(server, tmp_path, monkeypatch):
+    service = server.httpd.service
+    real_info = service.info
+    monkeypatch.setattr(service, "info", lambda: {**real_info(), "max_beam": 5})
+    status, _, info = server.request("/api/info")
+    assert status == 200 and info["max_beam"] == 5
+    dom, _ = open_served(server, {}, tmp_path)
+    assert dom.by_id("model-info") and dom.text["model-info"]  # the info has arrived
+    assert dom.by_id("beam")["max"] == dom.by_id("n-best")["max"] == "5"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from transformer.loss import label_smoothed_loss
+from transformer.training.loss import label_smoothed_loss
 
 PAD = 0
 

@@ -15,7 +15,7 @@ broadcast against the scores (B, H, T, S):
 import torch
 
 from transformer import causal_mask, padding_mask
-from transformer.masks import causal_suffices, decoder_self_mask
+from transformer.model.masks import causal_suffices, decoder_self_mask
 
 
 def test_causal_mask_is_lower_triangular():

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from transformer.errors import UserError
-from transformer.metrics import metric_series, read_metrics
+from transformer.training.metrics import metric_series, read_metrics
 
 
 def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):

@@ -18,34 +18,27 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from transformer import checkpoint as ckpt
-from transformer import train as training
-from transformer.cli import main
-from transformer.config import TransformerConfig
-from transformer.model import Transformer
-from transformer.schedule import adam
+from transformer.checkpoint import format as ckpt
+from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.training import loop as training
+from transformer.cli.main import main
+from transformer.model.config import TransformerConfig
+from transformer.model.transformer import Transformer
+from transformer.training.schedule import adam
 
-from cli_helpers import assert_user_error
+from kit import assert_user_error, train_copy_run, training_records
 
-SETTINGS = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
-            "dropout=0.1", "batch_size=8", "eval_examples=10", "log_every=1",
-            "eval_every=1000", "target_exact_match=0"]
 STEPS = 6
 
 
 def train_copy(run_dir: Path, *extra: str) -> int:
-    torch.set_num_threads(1)
-    return main(["train", "copy", "--config", "copy", "--quiet",
-                 "--steps", str(STEPS), "--out", str(run_dir), "--set", *SETTINGS, *extra])
+    """The kit's tiny copy run, with dropout (its random state must resume too)."""
+    return train_copy_run(run_dir, "--steps", STEPS, "--set", "dropout=0.1", "eval_every=1000",
+                          *extra)
 
 
 def train_records(run_dir: Path) -> dict[int, float]:
-    records = {}
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["kind"] == "train":
-            records[record["step"]] = record["loss"]
-    return records
+    return {record["step"]: record["loss"] for record in training_records(run_dir)}
 
 
 def nan_from_call(n: int, monkeypatch) -> None:
@@ -94,9 +87,9 @@ def test_nan_loss_stops_with_one_line_and_saves_the_last_good_state(tmp_path, ca
 
     # The checkpoint is that of step 2, whole and loadable, and it is the very state the
     # unbroken run had after step 2: weights, and the data position and RNG for a resume.
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     assert latest is not None and latest.name == "step-000002"
-    cfg = TransformerConfig(**ckpt.read_config(latest))
+    cfg = TransformerConfig(**ckpt.read_model_config(latest))
     model = Transformer(cfg)
     optimizer = adam(model.parameters())
     state = ckpt.load_checkpoint(latest, model, optimizer)
@@ -119,7 +112,7 @@ def test_nan_on_the_first_step_saves_step_zero(tmp_path, capsys, monkeypatch):
     code = train_copy(run_dir)
     err = capsys.readouterr().err
     assert code == 2 and "step 1" in err and "Traceback" not in err
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     assert latest is not None and latest.name == "step-000000"
 
 
@@ -164,7 +157,7 @@ def test_an_infinite_gradient_stops_before_the_step_and_saves_the_last_good_stat
     assert_user_error(code, capsys.readouterr().err, "gradient norm is inf", "step 3", run_dir)
     assert sorted(train_records(run_dir)) == [1, 2]
     assert_every_checkpoint_finite(run_dir)
-    assert ckpt.latest_checkpoint(run_dir).name == "step-000002"
+    assert latest_checkpoint(run_dir).name == "step-000002"
     resumes_as_unbroken(run_dir, unbroken, monkeypatch)
 
 
@@ -174,5 +167,5 @@ def test_the_gradient_is_checked_without_clipping_too(tmp_path, capsys, monkeypa
     inf_gradient_from_call(2, monkeypatch)
     code = train_copy(run_dir, "save_every=1", "clip_norm=0")
     assert_user_error(code, capsys.readouterr().err, "gradient norm is inf", "step 2")
-    assert ckpt.latest_checkpoint(run_dir).name == "step-000001"
+    assert latest_checkpoint(run_dir).name == "step-000001"
     assert_every_checkpoint_finite(run_dir)

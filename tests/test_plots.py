@@ -7,9 +7,8 @@ import torch
 
 import transformer as T
 from transformer.errors import UserError
-from transformer.plots import (
-    collect_attention, plot_attention, plot_curves, plot_losses, recording_attention, smooth,
-)
+from transformer.decoding.attention_maps import collect_attention, recording_attention
+from transformer.experiments.plots import plot_attention, plot_curves, plot_losses, smooth
 
 from test_metrics import write_metrics
 

@@ -18,11 +18,11 @@ import torch
 from safetensors import safe_open
 
 from transformer import Transformer, TransformerConfig
-from transformer import runtime
-from transformer.cli import main
-from transformer.distributed import Distributed
-from transformer.recipe import TrainConfig
-from transformer.runtime import autocast, bf16_supported, check_precision
+from transformer.training import runtime
+from transformer.cli.main import main
+from transformer.training.distributed import Distributed
+from transformer.training.config import TrainConfig
+from transformer.training.runtime import autocast, bf16_supported, check_precision
 
 TINY_RUN = ["--steps", "3", "--quiet", "--set", "d_model=16", "n_heads=2", "d_ff=32",
             "n_encoder_layers=1", "n_decoder_layers=1", "max_len=16", "num_symbols=8",

@@ -28,11 +28,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformer import checkpoint as ckpt
-from transformer.cli import main
-from transformer.config import TransformerConfig
-from transformer.model import Transformer
-from transformer.schedule import NoamScheduler, adam
+from transformer.checkpoint import format as ckpt
+from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.cli.main import main
+from transformer.model.config import TransformerConfig
+from transformer.model.transformer import Transformer
+from transformer.training.schedule import NoamScheduler, adam
 
 CONFIG = "copy"
 STEPS = 60  # long enough that a SIGTERM sent after the first few steps lands before the end
@@ -98,7 +99,7 @@ def logged_steps(run_dir: Path) -> int:
 
 def assert_resumable(checkpoint_dir: Path) -> dict:
     """Load a checkpoint the way a resume does (weights, optimizer, scheduler, state)."""
-    cfg = TransformerConfig(**ckpt.read_config(checkpoint_dir))
+    cfg = TransformerConfig(**ckpt.read_model_config(checkpoint_dir))
     model = Transformer(cfg)
     optimizer = adam(model.parameters())
     scheduler = NoamScheduler(optimizer, cfg.d_model, 200, 0.5)
@@ -127,7 +128,7 @@ def test_sigterm_then_resume_matches_an_unbroken_run(tmp_path, reference):
     assert "Traceback" not in err
     assert f"--resume {run_dir}" in err  # tells the user how to go on
 
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     assert latest is not None, "no checkpoint after SIGTERM"
     stopped_at = assert_resumable(latest)["step"]
     assert 3 <= stopped_at < STEPS, "the signal should land part way through the run"
@@ -146,7 +147,8 @@ DRIVER = """
     # at a chosen place inside a step or inside a save.
     import os, signal, sys, time
     from pathlib import Path
-    from transformer import checkpoint, train
+    from transformer.checkpoint import format as checkpoint
+    from transformer.training import loop as train
     mode, marker = sys.argv[1], Path(sys.argv[2])
 
     if mode == "hang-in-step-3":  # the third forward pass takes "forever"
@@ -170,7 +172,7 @@ DRIVER = """
                 os.kill(os.getpid(), signal.SIGKILL)
         checkpoint.save_file = dying_save
 
-    from transformer.cli import main
+    from transformer.cli.main import main
     sys.exit(main(sys.argv[3:]))
 """
 
@@ -207,7 +209,7 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tmp_path, driver, refe
     half_written = Path(marker.read_text())
     assert half_written.parent.name.startswith(".tmp-step-000010-")
 
-    latest = ckpt.latest_checkpoint(run_dir)
+    latest = latest_checkpoint(run_dir)
     assert latest is not None and latest.name == "step-000005"
     assert assert_resumable(latest)["step"] == 5
 

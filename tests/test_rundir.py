@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import assert_user_error, run_main
-from test_cli_errors import TINY_MODEL, train_translation_run, write_corpus
-from transformer import checkpoint as ckpt
-from transformer.rundir import checkpoint_steps, pick_checkpoint
+from kit import assert_user_error, run_main
+from kit import TINY_MODEL, train_translation_run, write_corpus
+from transformer.run.rundir import read_settings
+from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.checkpoint.catalogue import checkpoint_steps, pick_checkpoint
 
 SMALL_COPY = [*TINY_MODEL, "batch_size=8", "eval_examples=10", "save_every=2",
               "target_exact_match=0"]
@@ -25,8 +26,8 @@ def train_copy(capsys, out: Path, *flags) -> str:
     return stdout
 
 
-def train_settings(run_dir: Path) -> dict:
-    return json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["train"]
+def train_settings(run_dir: Path):
+    return read_settings(run_dir).train
 
 
 # --- --overwrite ------------------------------------------------------------------------
@@ -54,11 +55,11 @@ def test_overwrite_refuses_a_config_json_of_another_program(tmp_path, capsys):
 def test_overwrite_replaces_a_run_directory(tmp_path, capsys):
     run_dir = tmp_path / "run"
     train_copy(capsys, run_dir)
-    assert ckpt.latest_checkpoint(run_dir).name == "step-000004"
+    assert latest_checkpoint(run_dir).name == "step-000004"
     code, _, err = run_main(capsys, ["train", "copy", "--quiet", "--steps", "2", "--out", run_dir,
                                      "--overwrite", "--set", *SMALL_COPY])
     assert code == 0, err
-    assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-000002"]
+    assert [p.name for p in step_checkpoints(run_dir)] == ["step-000002"]
 
 
 # --- --resume ---------------------------------------------------------------------------
@@ -70,8 +71,8 @@ def test_resume_applies_steps_and_the_safe_keys(tmp_path, capsys):
                                      "--set", "max_minutes=30", "log_every=1", "keep_last=1"])
     assert code == 0, err
     settings = train_settings(run_dir)
-    assert (settings["steps"], settings["max_minutes"], settings["log_every"]) == (6, 30.0, 1)
-    assert [p.name for p in ckpt.list_checkpoints(run_dir)] == ["step-000006"]  # keep_last=1
+    assert (settings.steps, settings.max_minutes, settings.log_every) == (6, 30.0, 1)
+    assert [p.name for p in step_checkpoints(run_dir)] == ["step-000006"]  # keep_last=1
 
 
 @pytest.mark.parametrize("flags,names", [
@@ -88,7 +89,7 @@ def test_resume_refuses_to_change_what_the_run_is(flags, names, tmp_path, capsys
     code, _, err = run_main(capsys, ["train", "--resume", run_dir, "--steps", "6", *flags])
     assert_user_error(code, err, "--resume", *names)
     assert train_settings(run_dir) == before
-    assert ckpt.latest_checkpoint(run_dir).name == "step-000004"  # nothing trained
+    assert latest_checkpoint(run_dir).name == "step-000004"  # nothing trained
 
 
 def test_train_help_says_when_the_time_budget_starts(capsys):

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from transformer.data.batching import collate
-from transformer.decoding import greedy_decode
-from transformer.rundir import load_run
-from transformer.sampling import filter_logits, row_generators, sample_decode
+from transformer.decoding.greedy import greedy_decode
+from transformer.run.rundir import load_run
+from transformer.decoding.sampling import filter_logits, row_generators, sample_decode
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car .",
              "a woman finds some bread .", "the man sees an apple ."]
@@ -22,7 +22,8 @@ MAX_OUT = 12  # output tokens: enough for the corpus's sentences and their <eos>
 
 @pytest.fixture(scope="module")
 def run(trained_translation_run):
-    model, tokenizer, _ = load_run(trained_translation_run)
+    _run = load_run(trained_translation_run)
+    model, tokenizer = _run.model, _run.vocab
     src = collate([(tokenizer.encode(s), []) for s in SENTENCES], tokenizer.pad_id,
                   tokenizer.bos_id, tokenizer.eos_id)[0]  # (5, S), padded
     return model, tokenizer, src

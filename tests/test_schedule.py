@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from transformer.schedule import NoamScheduler, adam, noam_lr
+from transformer.training.schedule import NoamScheduler, adam, noam_lr
 
 
 @pytest.mark.parametrize("d_model,warmup,factor", [(512, 4000, 1.0), (128, 1000, 2.0)])

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from transformer.data.batching import collate
-from transformer.decoding import beam_search, gnmt_length_penalty, greedy_decode
-from transformer.rundir import load_run
-from transformer.scoring import score_pairs, token_log_probs
+from transformer.decoding.beam import beam_search, gnmt_length_penalty
+from transformer.decoding.greedy import greedy_decode
+from transformer.run.rundir import load_run
+from transformer.decoding.scoring import score_pairs, token_log_probs
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car .",
              "a woman finds some bread .", "the man sees an apple ."]
@@ -23,7 +24,8 @@ MAX_OUT = 20
 
 @pytest.fixture(scope="module")
 def run(trained_translation_run):
-    model, tokenizer, _ = load_run(trained_translation_run)
+    _run = load_run(trained_translation_run)
+    model, tokenizer = _run.model, _run.vocab
     return model, tokenizer, [tokenizer.encode(s) for s in SENTENCES]
 
 

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from serve_helpers import TEXT, TIMEOUT, Server, assert_error
-from test_cli_errors import TINY_MODEL
-from transformer.analyze import analyze, tokenizer_vocabulary
-from transformer.cli import main
+from kit import TINY_MODEL
+from transformer.decoding.analyze import analyze
+from transformer.cli.main import main
 from transformer.errors import UserError
-from transformer.metrics import read_metrics
-from transformer.rundir import load_run
-from transformer.serve import EXPLORER_DIR, make_server, serve
+from transformer.training.metrics import read_metrics
+from transformer.run.rundir import load_run
+from transformer.serving.server import EXPLORER_DIR, make_server, serve
 
 RESULT_FIELDS = {"translation", "hypotheses", "source_tokens", "target_tokens",
                  "decoder_input_tokens", "token_probs", "alternatives", "checkpoint", "ms"}
@@ -33,8 +33,9 @@ RESULT_FIELDS = {"translation", "hypotheses", "source_tokens", "target_tokens",
 def default_model(live_server):
     """What the server uses by default, loaded here on its own."""
     service = live_server.httpd.service
-    model, tokenizer, _ = load_run(service.run_dir, str(service.default))
-    return model, tokenizer_vocabulary(tokenizer)
+    _run = load_run(service.run_dir, str(service.default))
+    model, tokenizer = _run.model, _run.vocab
+    return model, tokenizer
 
 
 # --- the answers --------------------------------------------------------------------------
@@ -49,7 +50,7 @@ def test_translate_answers_what_analyze_does(live_server, default_model):
     assert answer["checkpoint"] == live_server.httpd.service.default.name
     assert isinstance(answer["ms"], float) and answer["ms"] >= 0
     model, vocab = default_model
-    expected = analyze(model, vocab, TEXT, **live_server.httpd.service.settings)
+    expected = analyze(model, vocab, TEXT, live_server.httpd.service.settings.train.decoding)
     assert answer["translation"] == expected["translation"]
     assert answer["target_tokens"] == expected["target_tokens"]
     assert answer["token_probs"] == pytest.approx(expected["token_probs"], abs=1e-6)
@@ -67,7 +68,7 @@ def test_batch(live_server):
 def test_attention_and_n_best(live_server):
     answer = live_server.translate({"text": TEXT, "beam": 3, "n_best": 3, "attention": True})
     assert len(answer["hypotheses"]) == 3
-    cfg = live_server.httpd.service.saved["model"]
+    cfg = live_server.httpd.service.settings.to_json()["model"]
     S, T = len(answer["source_tokens"]), len(answer["target_tokens"])
     shapes = {"encoder": (cfg["n_encoder_layers"], S, S), "decoder": (cfg["n_decoder_layers"], T, T),
               "cross": (cfg["n_decoder_layers"], T, S)}
@@ -85,8 +86,9 @@ def test_checkpoint_selection(live_server):
         answer = live_server.translate({"text": TEXT, "checkpoint": name})
         used = name or live_server.httpd.service.default.name
         assert answer["checkpoint"] == used
-        model, tokenizer, _ = load_run(run_dir, str(run_dir / "checkpoints" / used))
-        expected = analyze(model, tokenizer_vocabulary(tokenizer), TEXT, **live_server.httpd.service.settings)
+        _run = load_run(run_dir, str(run_dir / "checkpoints" / used))
+        model, tokenizer = _run.model, _run.vocab
+        expected = analyze(model, tokenizer, TEXT, live_server.httpd.service.settings.train.decoding)
         assert answer["translation"] == expected["translation"]
     # The two steps really are different models: their probabilities differ.
     early, late = (live_server.translate({"text": TEXT, "checkpoint": name})
@@ -100,7 +102,7 @@ def test_info(live_server):
     service = live_server.httpd.service
     run_dir = service.run_dir
     assert info["model"] == json.loads((run_dir / "config.json").read_text())["model"]
-    assert info["parameters"] == load_run(run_dir)[0].num_parameters()
+    assert info["parameters"] == load_run(run_dir).model.num_parameters()
     assert info["max_len"] == 32 and info["languages"] == "en-de" and info["task"] == "parallel"
     assert info["checkpoints"] == [{"name": "step-000020", "step": 20},
                                    {"name": "step-000040", "step": 40}, {"name": "best", "step": 40}]
@@ -112,7 +114,7 @@ def test_info(live_server):
 
 def test_explorer_page_and_its_files(live_server):
     if not (EXPLORER_DIR / "index.html").is_file():
-        pytest.skip("no src/transformer/explorer/index.html in this checkout")
+        pytest.skip("no src/transformer/serving/explorer/index.html in this checkout")
     status, headers, page = live_server.request("/")
     assert status == 200 and headers.get_content_type() == "text/html"
     assert page == (EXPLORER_DIR / "index.html").read_bytes()

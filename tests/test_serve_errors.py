@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from serve_helpers import TEXT, TIMEOUT, Server, assert_error, raw_exchange
-from transformer.serve import MAX_BODY, Handler
+from transformer.serving.server import MAX_BODY, Handler
 
 
 # --- bad requests -----------------------------------------------------------------------

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import assert_user_error, run_main
+from kit import assert_user_error, run_main
 from explorer_helpers import embedded_data
 from serve_helpers import Server, assert_error
-from test_cli_errors import TINY_MODEL
-from transformer.cli import main
+from kit import TINY_MODEL
+from transformer.cli.main import main
 from transformer.data.symbols import SymbolVocabulary
-from transformer.data.synthetic import SyntheticTask
+from transformer.training.tasks import SyntheticTask
 from transformer.errors import UserError
-from transformer.rundir import load_run
+from transformer.run.rundir import load_run
 
 NUM_SYMBOLS = 8
 
@@ -94,7 +94,8 @@ def test_encode_known_names_the_line_and_leaves_nothing_out():
 # --- the run directory ------------------------------------------------------------------------
 
 def test_load_run_gives_a_synthetic_run_its_symbols(copy_run):
-    model, vocab, _ = load_run(copy_run)
+    _run = load_run(copy_run)
+    model, vocab = _run.model, _run.vocab
     assert isinstance(vocab, SymbolVocabulary) and vocab.num_symbols == NUM_SYMBOLS
     assert vocab.vocab_size == model.cfg.src_vocab_size == model.cfg.tgt_vocab_size
 

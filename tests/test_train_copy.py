@@ -7,20 +7,18 @@ drives the teacher-forced loss down but leaves greedy decoding (which has no fut
 read) unable to copy.
 """
 
-from transformer import model as model_module
-from transformer.masks import padding_mask
-from transformer.recipe import build_model_config, read_recipe, split_keys
-from transformer.tasks import make_task
-from transformer.train import train
+from transformer.model import transformer as model_module
+from transformer.model.masks import padding_mask
+from transformer.run.settings import read_recipe, settings_from_values
+from transformer.training.loop import train
+from transformer.training.tasks import make_task
 
 
 def copy_run(tmp_path, **overrides):
-    values = read_recipe("copy")
-    values.update(overrides)
-    model_keys, train_cfg = split_keys(values)
-    task = make_task(train_cfg, tmp_path, model_keys)
-    cfg = build_model_config(model_keys, task.vocab_size, task.pad_id)
-    return train(tmp_path, cfg, train_cfg, task, quiet=True)
+    settings = settings_from_values({**read_recipe("copy"), **overrides})
+    task = make_task(settings.train, tmp_path, settings.model.max_len)
+    ready = settings.with_vocabulary(task.vocab_size, task.pad_id)
+    return train(tmp_path, ready.model, ready.train, task, quiet=True)
 
 
 def test_copy_task_reaches_99_percent_exact_match_within_1000_steps(tmp_path):

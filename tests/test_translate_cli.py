@@ -21,11 +21,11 @@ import threading
 import pytest
 import torch
 
-from cli_helpers import assert_user_error, run_main
-from transformer.decoding import gnmt_length_penalty
-from transformer.rundir import decoding_settings, load_run
-from transformer.sampling import row_generators, sample_decode
-from transformer.scoring import score_pairs
+from kit import assert_user_error, run_main
+from transformer.decoding.beam import gnmt_length_penalty
+from transformer.run.rundir import load_run
+from transformer.decoding.sampling import row_generators, sample_decode
+from transformer.decoding.scoring import score_pairs
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car ."]
 LONG = " ".join(["the red car"] * 40)  # past the run's max_len of 32
@@ -57,8 +57,10 @@ def test_scores_add_the_log_prob_and_the_normalised_score(trained_translation_ru
     plain = ok(capsys, "translate", run, SENTENCES[0], "", SENTENCES[1])
     scored = ok(capsys, "translate", run, "--scores", SENTENCES[0], "", SENTENCES[1])
     assert scored[1] == ""  # an empty line stays an empty line: nothing was decoded
-    model, tokenizer, saved = load_run(run)
-    alpha = saved["train"]["length_penalty"]
+    _run = load_run(run)
+    model, tokenizer = _run.model, _run.vocab
+    saved = _run.settings
+    alpha = saved.train.length_penalty
     for line, text, source in zip((scored[0], scored[2]), (plain[0], plain[2]), SENTENCES):
         out, log_prob, normalised = line.split("\t")
         assert out == text  # the same translation, two columns more
@@ -124,17 +126,19 @@ def test_sample_scores_are_under_the_model(trained_translation_run, capsys):
     # scores are under the model itself, at temperature 1, whatever they were drawn at.
     block = ok(capsys, "translate", run, "--sample", "--temperature", "4", "--n-best", "3",
                "--scores", "--seed", "3", SENTENCES[1])
-    model, tokenizer, saved = load_run(run)
-    settings = decoding_settings(saved)
+    _run = load_run(run)
+    model, tokenizer = _run.model, _run.vocab
+    saved = _run.settings
+    options = saved.train.decoding
     src = torch.tensor([tokenizer.encode(SENTENCES[1]) + [tokenizer.eos_id]] * 3)
-    drawn = sample_decode(model, src, 1, 2, temperature=4.0, max_len_a=settings["max_len_a"],
-                          max_len_b=settings["max_len_b"], generators=row_generators(3, [(1, k) for k in range(3)]))
+    drawn = sample_decode(model, src, 1, 2, temperature=4.0, max_len_a=options.max_len_a,
+                          max_len_b=options.max_len_b, generators=row_generators(3, [(1, k) for k in range(3)]))
     forced = score_pairs(model, [(src[0, :-1].tolist(), tokens) for tokens in drawn], 1, 2)
     for line, tokens, scores in zip(block, drawn, forced):
         score, text, log_prob, normalised = line.split("\t")
         assert text == tokenizer.decode(tokens) and score == normalised
         assert float(log_prob) == pytest.approx(sum(scores), abs=1e-4)
-        lp = gnmt_length_penalty(len(tokens) + 1, saved["train"]["length_penalty"])
+        lp = gnmt_length_penalty(len(tokens) + 1, saved.train.length_penalty)
         assert float(normalised) == pytest.approx(sum(scores) / lp, abs=1e-4)
 
 
@@ -231,7 +235,8 @@ def test_score_prints_a_log_prob_per_pair_and_with_tokens_each_tokens(trained_tr
     tgt = write(tmp_path, "tgt.txt", targets)
     totals = ok(capsys, "score", trained_translation_run, "--src", src, "--tgt", tgt)
     detailed = ok(capsys, "score", trained_translation_run, "--src", src, "--tgt", tgt, "--tokens")
-    model, tokenizer, _ = load_run(trained_translation_run)
+    _run = load_run(trained_translation_run)
+    model, tokenizer = _run.model, _run.vocab
     expected = score_pairs(model, [(tokenizer.encode(s), tokenizer.encode(t))
                                    for s, t in zip(SENTENCES, targets)], 1, 2)
     assert totals == [f"{sum(e):.4f}" for e in expected]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_main
-from test_cli_errors import MAX_LEN, train_translation_run, write_corpus
-from transformer.recipe import TrainConfig
+from kit import run_main
+from kit import MAX_LEN, train_translation_run, write_corpus
+from transformer.training.config import TrainConfig
 
 LIMIT = MAX_LEN - 1  # tokens a source may have (collate adds <eos>)
 LONG = " ".join(["the red car"] * MAX_LEN)  # >= 3 * MAX_LEN tokens

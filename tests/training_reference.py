@@ -8,19 +8,19 @@ loss averaged over every real target token of the update, as below.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from transformer.checkpoint import load_weights
-from transformer.config import TransformerConfig
+from transformer.checkpoint.format import load_weights
+from transformer.run.rundir import read_settings
+from transformer.model.config import TransformerConfig
 from transformer.data.batching import collate
-from transformer.data.synthetic import SyntheticTask
-from transformer.loss import label_smoothed_loss
-from transformer.model import Transformer
-from transformer.recipe import TrainConfig
-from transformer.schedule import NoamScheduler, adam
+from transformer.training.tasks import SyntheticTask
+from transformer.training.loss import label_smoothed_loss
+from transformer.model.transformer import Transformer
+from transformer.training.config import TrainConfig
+from transformer.training.schedule import NoamScheduler, adam
 
 # A model and a task small enough that a step takes milliseconds; dropout 0 so that the
 # two sides of every comparison compute the same function. warmup=1 makes the first
@@ -33,8 +33,8 @@ TINY_SETS = ["clip_norm=0", "d_model=16", "n_heads=2", "d_ff=32", "n_encoder_lay
 
 def read_run(run_dir: Path) -> tuple[TransformerConfig, TrainConfig, SyntheticTask]:
     """The model config, training config and synthetic task a run directory was made with."""
-    saved = json.loads((Path(run_dir) / "config.json").read_text(encoding="utf-8"))
-    cfg, train_cfg = TransformerConfig(**saved["model"]), TrainConfig(**saved["train"])
+    settings = read_settings(run_dir)
+    cfg, train_cfg = settings.model, settings.train
     task = SyntheticTask(train_cfg.task, train_cfg.num_symbols, train_cfg.min_length,
                          train_cfg.max_length, train_cfg.batch_size, train_cfg.seed,
                          train_cfg.eval_examples)

@@ -1,7 +1,9 @@
-"""`python -m transformer ...` (what torchrun launches) is the `transformer` command."""
+"""`python -m transformer ...` (what torchrun launches) is the `transformer` command.
 
-import sys
+The command line is the top floor, which nothing in the package imports: this entry
+point runs it as a program (cli/__main__.py), as the `transformer` script does.
+"""
 
-from .cli import main
+import runpy
 
-sys.exit(main())
+runpy.run_module(f"{__package__}.cli", run_name="__main__", alter_sys=True)

@@ -1,9 +1,12 @@
 """Data for training and evaluation: from text files to padded batches of token ids.
 
-    parallel.py    line-aligned parallel text (plain or gzip); Multi30k: find, load, download
-    tokenizer.py   one joint BPE vocabulary for source and target (the `tokenizers` library)
-    batching.py    batches by token count with length bucketing (Section 5.1); collate to tensors
-    synthetic.py   toy tasks (copy, reverse, sort) that need no download
+    parallel.py      line-aligned parallel text (plain or gzip); Multi30k: find, load, download
+    tokenizer.py     one joint BPE vocabulary for source and target (the `tokenizers` library)
+    symbols.py       the vocabulary of a synthetic task: numbered symbols as text
+    sources.py       text -> the source ids a model reads (unknown symbols, long lines)
+    batching.py      batches by token count with length bucketing (Section 5.1); collate
+    synthetic.py     toy sequences (copy, reverse, sort) that need no download
+    translation.py   a translation corpus made ready for training: pairs, BPE, batches
 
 Import the modules directly (`from transformer.data.parallel import read_parallel`);
 this file deliberately imports nothing, so that loading one module never pulls in another.

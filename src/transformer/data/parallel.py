@@ -25,6 +25,7 @@ from pathlib import Path
 from ..errors import UserError, one_line
 
 MULTI30K_SPLITS = ("train", "val", "test_2016_flickr")
+MULTI30K_TEST = "test_2016_flickr"  # the test split `evaluate` scores by default
 MULTI30K_LANGS = ("en", "de", "fr", "cs")
 
 # Pinned to the commit the checksums below were taken from, so that a later change on

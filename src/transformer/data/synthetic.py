@@ -8,6 +8,7 @@ run sees exactly the batches it would have seen, and DDP ranks see different one
 
 Ids 0-3 are <pad>, <bos>, <eos>, <unk> as everywhere; symbols are 4 .. 4 + num_symbols - 1.
 Held-out examples are drawn once from their own seed and never appear in training.
+How the training loop scores them, exact match of greedy decodes, is training/tasks.py's.
 
     batch -> src (B, S) = symbols + <eos>; tgt_in (B, T) = <bos> + target; tgt_out (B, T) = target + <eos>
 """
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import random
 
-from ..decoding import greedy_decode
 from .batching import collate
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -34,7 +34,7 @@ def make_target(task: str, src: list[int]) -> list[int]:
     raise ValueError(f"unknown synthetic task {task!r}")
 
 
-class SyntheticTask:
+class SyntheticSequences:
     def __init__(self, name: str, num_symbols: int, min_length: int, max_length: int,
                  batch_size: int, seed: int, eval_examples: int) -> None:
         self.name = name
@@ -72,18 +72,6 @@ class SyntheticTask:
     def eval_batches(self, batch_size: int = 100):
         for i in range(0, len(self.eval_pairs), batch_size):
             yield collate(self.eval_pairs[i: i + batch_size], self.pad_id, self.bos_id, self.eos_id)
-
-    def decode_metrics(self, model, train_cfg, device, step: int, final: bool = False) -> dict:
-        """Exact match of greedy decodes on the held-out examples; keeps a few as examples."""
-        hypotheses = []
-        for src, _, _ in self.eval_batches():
-            hypotheses += greedy_decode(model, src.to(device), self.max_length + 2,
-                                        self.bos_id, self.eos_id)
-        targets = [tgt for _, tgt in self.eval_pairs]
-        self.examples = [(self.to_text(src), self.to_text(tgt), self.to_text(hyp))
-                         for (src, tgt), hyp in zip(self.eval_pairs[:5], hypotheses)]
-        exact = sum(hyp == tgt for hyp, tgt in zip(hypotheses, targets))
-        return {"exact_match": exact / max(len(targets), 1)}
 
     def to_text(self, ids: list[int]) -> str:
         return " ".join(str(t - FIRST_SYMBOL) for t in ids)

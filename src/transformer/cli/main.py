@@ -1,0 +1,256 @@
+"""The `transformer` command: the parser, and the one place that turns errors into exit codes.
+
+    transformer train TASK [--config FILE] [--set KEY=VALUE ...] [--out RUN_DIR] [--steps N]
+    transformer train --resume RUN_DIR
+    transformer translate RUN_DIR [--beam 4 | --sample] [--n-best K] [--scores]
+                          [SENTENCE ... | --input FILE | stdin, line by line]
+    transformer score RUN_DIR --src FILE --tgt FILE [--tokens]
+    transformer evaluate RUN_DIR [--split test_2016_flickr] [--beam 4]
+    transformer average RUN_DIR --last 5
+    transformer plot RUN_DIR [--attention "a sentence"]
+    transformer serve RUN_DIR [--port 8000]
+    transformer explore RUN_DIR "a sentence" --out page.html [--compare OTHER_RUN_DIR]
+    transformer data multi30k --out DIR
+    transformer ablate [--task copy|multi30k] [--steps N] [--out DIR] [--set KEY=VALUE ...]
+
+Each command's body lives in a module of this folder (train.py, translate.py,
+experiments.py, serving.py), imported only when that command runs: `transformer --help`
+and `translate` never load matplotlib or http.server.
+
+Exit codes: 0 done; 2 bad usage or bad input (one line on stderr saying what and where);
+130 interrupted, after saving a checkpoint; 141 the reader of the output went away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import os
+import sys
+
+from ..data.parallel import MULTI30K_TEST
+from ..errors import UserError
+from ..run.settings import RESUMABLE_KEYS
+from ..training.config import TASK_CHOICES
+from ..training.loop import INTERRUPTED_EXIT_CODE, Interrupted
+
+BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off this way
+
+
+CHECKPOINT_HELP = "checkpoint folder (default: the newest of averaged, best and the latest step)"
+
+TRANSLATE_FORMATS = """\
+output, one block per input line, in input order:
+  TEXT                                     the best translation
+  TEXT<TAB>LOGPROB<TAB>NORMALISED          with --scores
+  with --n-best K: K lines SCORE<TAB>TEXT, best first (with --sample: K samples, in the
+  order drawn), then an empty line; --scores appends <TAB>LOGPROB<TAB>NORMALISED to each
+LOGPROB: log P(TEXT's tokens, then <eos> | source) under the model (the sum of their
+log-probabilities; whatever decoded TEXT, with temperature 1 and the whole vocabulary).
+NORMALISED: LOGPROB / ((5 + n + 1) / 6) ** length_penalty, n = TEXT's tokens: GNMT's
+length penalty, the run's length_penalty, as beam search ranks finished hypotheses.
+SCORE: the beam's ranking score (NORMALISED, except for an output cut at the length limit,
+which the beam scores without <eos>); of a sample: NORMALISED. Numbers have 4 decimals.
+An empty input line gives an empty line (an empty block with --n-best): nothing is decoded.
+Without sentences or --input, stdin is read line by line, each answer printed at once."""
+
+SCORE_FORMATS = """\
+output, one line per line pair, in file order:
+  LOGPROB                                  log P(target tokens, then <eos> | source)
+  LOGPROB<TAB>TOKEN_LOGPROBS<TAB>TOKENS    with --tokens: the n + 1 log-probabilities of
+                                           the target's tokens and <eos>, space-separated,
+                                           and those tokens (BPE pieces, then <eos>)
+Forced decoding under the model in eval mode: no dropout, no label smoothing; LOGPROB is
+the sum of TOKEN_LOGPROBS (before rounding to 4 decimals). Source symbols the vocabulary
+lacks are left out (as translate does), target ones are scored as <unk>."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's usage errors, as one line and exit 2
+        raise UserError(f"{self.prog}: {message}")
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer >= minimum, else a one-line usage error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """An argparse type: a finite number > 0, else a one-line usage error naming the value."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def command(module: str, function: str):
+    """The body of a command, `cli/MODULE.py`'s FUNCTION(args), imported when it runs."""
+    def run(args) -> int:
+        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="transformer", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    p = sub.add_parser("train", help="train a model (or --resume a stopped run)", epilog=(
+        "Without --config, copy, reverse and sort train the copy recipe, multi30k the multi30k "
+        "recipe. On --resume, max_minutes counts from the resume, not from the run's start."))
+    p.set_defaults(run=command("train", "train"))
+    p.add_argument("task", nargs="?", choices=TASK_CHOICES)
+    p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name "
+                                    "(copy, multi30k, base, big); default: the task's own")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   nargs="+", help="override recipe keys, e.g. --set d_model=128 warmup=400")
+    p.add_argument("--out", help="run directory (default runs/TASK-TIME)")
+    p.add_argument("--resume", metavar="RUN_DIR", help=(
+        "continue a stopped run exactly; only these keys may change (--set, --steps, --device): "
+        + ", ".join(RESUMABLE_KEYS)))
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory (never a folder that is not a run)")
+    p.add_argument("--steps", type=at_least(1))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--data-dir", help="Multi30k folder (default: TRANSFORMER_DATA or ../shared/data/multi30k)")
+    p.add_argument("--src", help="parallel task: source training file")
+    p.add_argument("--tgt", help="parallel task: target training file")
+    p.add_argument("--valid-src")
+    p.add_argument("--valid-tgt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("translate", help="translate sentences with a trained run",
+                       epilog=TRANSLATE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=command("translate", "translate"))
+    p.add_argument("run_dir")
+    p.add_argument("sentences", nargs="*")
+    p.add_argument("--input", help="a file with one sentence per line, translated in batches "
+                                   "('-' = stdin, read and answered line by line)")
+    p.add_argument("--beam", type=at_least(1), help="beam size; 1 = greedy (default 4)")
+    p.add_argument("--n-best", type=at_least(1), metavar="K",
+                   help="the K best translations of each sentence (K <= --beam), or with "
+                        "--sample K samples; format below")
+    p.add_argument("--scores", action="store_true",
+                   help="add each output's log-probability and length-normalised score")
+    p.add_argument("--sample", action="store_true",
+                   help="draw each token at random from the model's distribution instead of "
+                        "searching (ancestral sampling)")
+    p.add_argument("--temperature", type=positive_number, metavar="T",
+                   help="with --sample: divide the logits by T > 0; below 1 sharper, above 1 "
+                        "flatter (default 1.0)")
+    p.add_argument("--top-k", type=at_least(0), metavar="K",
+                   help="with --sample: draw among the K most likely tokens only "
+                        "(default 0: the whole vocabulary)")
+    p.add_argument("--seed", type=int, help="with --sample: the same seed draws the same "
+                                            "samples for the same line (default: a random one, "
+                                            "said on stderr)")
+    p.add_argument("--long", choices=("error", "truncate"), default="error",
+                   help="a sentence longer than the model's limit: refuse the input, naming "
+                        "every such line (default), or cut it at the limit with a warning")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("score", help="forced decoding: the log-probability of each translation "
+                                     "in --tgt of its source in --src",
+                       epilog=SCORE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(run=command("translate", "score"))
+    p.add_argument("run_dir")
+    p.add_argument("--src", required=True, help="source sentences, one per line")
+    p.add_argument("--tgt", required=True, help="their translations, line by line")
+    p.add_argument("--tokens", action="store_true", help="also the log-probability of every token")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("evaluate", help="BLEU (sacreBLEU) of a run on a Multi30k split")
+    p.set_defaults(run=command("translate", "evaluate"))
+    p.add_argument("run_dir")
+    p.add_argument("--split", help=f"Multi30k split (default {MULTI30K_TEST}; a run "
+                                   "trained on its own files: its validation files)")
+    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--src", help="score these source sentences instead of a Multi30k split")
+    p.add_argument("--ref", help="... against these reference translations (with --src)")
+    p.add_argument("--output", help="also write the translations to this file")
+
+    p = sub.add_parser("average", help="average the last N checkpoints (as the paper did)")
+    p.set_defaults(run=command("train", "average"))
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=int, default=5)
+
+    p = sub.add_parser("plot", help="learning curves (and attention maps) as PNG")
+    p.set_defaults(run=command("experiments", "plot"))
+    p.add_argument("run_dir")
+    p.add_argument("--attention", metavar="SENTENCE")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+
+    p = sub.add_parser("serve", help="HTTP API and the attention explorer page, on 127.0.0.1")
+    p.set_defaults(run=command("serving", "serve"))
+    p.add_argument("run_dir")
+    p.add_argument("--checkpoint", help="checkpoint folder (default: the newest of averaged, best, latest)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=at_least(0), default=8000)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("explore", help="the attention explorer for one sentence, as one offline HTML file")
+    p.set_defaults(run=command("serving", "explore"))
+    p.add_argument("run_dir")
+    p.add_argument("sentence")
+    p.add_argument("--out", required=True, help="the HTML file to write")
+    p.add_argument("--compare", metavar="OTHER_RUN_DIR", help="the same sentence through a second run, side by side")
+    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("data", help="download a corpus from its upstream")
+    p.set_defaults(run=command("train", "data"))
+    p.add_argument("corpus", choices=("multi30k",))
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline")
+    p.set_defaults(run=command("experiments", "ablate"))
+    p.add_argument("--task", choices=("copy", "multi30k"), default="copy")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--out", help="folder for the table, the plot and a run per variant")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing variant runs (never a folder that is not a run)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "translate" and not any(a.startswith("-") for a in extra):
+            args.sentences += extra  # sentences after an option: translate RUN --beam 2 "text"
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args.run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as stop:
+        print(f"\n{stop}", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED_EXIT_CODE
+    except BrokenPipeError:
+        # The reader went away (`translate ... | head -1`): stop quietly, as Unix tools do.
+        # stdout is pointed at /dev/null so that Python's own flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT_CODE

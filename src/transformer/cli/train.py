@@ -1,0 +1,98 @@
+"""The commands that make and manage runs: train, average, data. cli/main.py parses the
+arguments and calls one; each takes the parsed arguments and returns the exit code, a
+mistake of the user's being a UserError, which main prints on one line.
+
+    train       a recipe (+ --set, + flags) -> a run directory, trained (or --resume one)
+    average     the mean of the last N checkpoints
+    data        download a corpus
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..checkpoint.averaging import save_average
+from ..checkpoint.catalogue import step_checkpoints
+from ..data.parallel import download_multi30k
+from ..errors import UserError
+from ..run.rundir import make_run_dir, read_settings, write_settings
+from ..run.settings import asked_values, new_settings, resumed_settings
+from ..training import distributed
+from ..training import loop as training
+from ..training.config import TASK_CHOICES
+from ..training.tasks import make_task
+
+
+# --- train ----------------------------------------------------------------------------------
+
+def train(args) -> int:
+    flags = {"steps": args.steps, "seed": args.seed, "device": args.device,
+             "data_dir": args.data_dir, "src": args.src, "tgt": args.tgt,
+             "valid_src": args.valid_src, "valid_tgt": args.valid_tgt}
+    asked = asked_values(args.config, [item for group in args.sets for item in group],
+                         args.task, flags)
+    if args.resume:
+        settings = resumed_settings(read_settings(args.resume), asked)
+    elif not args.task and not args.config:
+        raise UserError(f"train: give a TASK ({', '.join(TASK_CHOICES)}) or --resume RUN_DIR")
+    else:
+        settings = new_settings(args.task, args.config, asked)
+
+    with distributed.process_group(distributed.resolve_device(settings.train.device)) as ctx:
+        made = {}
+
+        def prepare() -> str:
+            # Under torchrun, rank 0 alone creates the run directory, the task (a translation
+            # task trains and saves its tokenizer) and config.json; then the others read them.
+            run_dir = Path(args.resume) if args.resume else \
+                make_run_dir(args.out, settings.train.task, args.overwrite)
+            made["task"] = task = make_task(settings.train, run_dir, settings.model.max_len)
+            write_settings(run_dir, settings.with_vocabulary(task.vocab_size, task.pad_id))
+            return str(run_dir)
+
+        run_dir = Path(distributed.main_first(ctx, prepare))
+        task = made.get("task") or make_task(settings.train, run_dir, settings.model.max_len,
+                                             quiet=True)
+        ready = settings.with_vocabulary(task.vocab_size, task.pad_id)
+        started = time.time()
+        summary = training.train(run_dir, ready.model, ready.train, task, ctx=ctx,
+                                 resume=bool(args.resume), quiet=args.quiet)
+        if ctx.is_main:
+            print_summary(summary, task, time.time() - started, run_dir)
+    return 0
+
+
+def print_summary(summary: dict, task, wall_s: float, run_dir: Path) -> None:
+    print(f"\ndone: {summary.get('steps')} steps in {wall_s:.1f} s; run saved in {run_dir}")
+    if "exact_match" in summary:
+        print(f"exact match on {len(task.eval_pairs)} held-out sequences: {summary['exact_match']:.1%}")
+    if "bleu" in summary:
+        print(f"validation BLEU: {summary['bleu']:.2f}")
+    examples = getattr(task, "examples", [])
+    if examples:
+        print("examples (source => reference | model):")
+        for src, ref, hyp in examples:
+            mark = "ok " if ref == hyp else "   "
+            print(f"  {mark}{src} => {ref} | {hyp}")
+
+
+# --- the run's checkpoints, the data --------------------------------------------------------
+
+def average(args) -> int:
+    run_dir = Path(args.run_dir)
+    if args.last < 1:
+        raise UserError(f"--last {args.last}: must be at least 1")
+    paths = step_checkpoints(run_dir)
+    if not paths:
+        raise UserError(f"{run_dir}: no checkpoints to average")
+    chosen = paths[-args.last:]
+    out = save_average(run_dir, chosen)
+    print(f"averaged {len(chosen)} checkpoints ({', '.join(p.name for p in chosen)}) into {out}")
+    return 0
+
+
+def data(args) -> int:
+    for path in download_multi30k(args.out):
+        print(path)
+    return 0

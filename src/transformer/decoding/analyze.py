@@ -1,0 +1,166 @@
+"""One sentence through a model: its translation and everything behind it, as plain JSON.
+
+`analyze(model, vocab, text)` runs beam search for the hypotheses, then ONE teacher-forced
+forward pass of them (decoder input <bos> + hypothesis, targets hypothesis + <eos>) for
+what the search does not keep: the probability of every output token, the tokens the
+model weighed against it at each position and, on request, every attention map.
+
+    text (str) -> src (1, S): the source ids + <eos>, S <= max_len
+               -> hypotheses, each n tokens; the best one gives T = n + 1 target positions
+               -> {"translation": str, ..., "attention": {"encoder": [L][H][S][S], ...}}
+
+The answer holds only lists, dicts, strings, numbers and None, ready for `json.dumps`;
+attention weights are rounded to 3 decimals to keep it small (a 30-token sentence in a
+6-layer, 8-head model is still some 100,000 numbers).
+
+`vocab` is the run's vocabulary: its BPE `Tokenizer`, or the `SymbolVocabulary` of a
+synthetic task ("3 7 1" -> tokens "3", "7", "1"). The source is read as every other
+command reads it (data/sources.py): unknown symbols left out; past the limit, refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ..data.batching import collate
+from ..data.sources import encode_sources
+from ..errors import UserError
+from .attention_maps import collect_attention, recording_attention
+from .eval_mode import eval_mode
+from .translate import DecodingOptions, translate
+
+ATTENTION_DECIMALS = 3
+
+
+def encode_source(model, vocab, text: str) -> list[int]:
+    """The source ids of `text` without <eos>; UserError if empty or past the model's limit."""
+    if not text.strip():
+        raise UserError("text is empty")
+    sources = encode_sources(vocab, [text], model.cfg.max_len)
+    if not sources.ids[0]:
+        raise UserError("text is empty once the symbols the vocabulary lacks are left out")
+    if sources.cut:
+        raise UserError(f"text is {sources.cut[0]} tokens, longer than the model's limit of "
+                        f"{sources.limit} tokens (max_len={model.cfg.max_len})")
+    return sources.ids[0]
+
+
+@torch.no_grad()
+def analyze(model, vocab, text: str, options: DecodingOptions, beam: int | None = None,
+            n_best: int = 1, attention: bool = False, alternatives: int = 5) -> dict:
+    """Translate `text` with beam search as the run decodes (`options`; `beam` overrides
+    its beam size) and explain the best translation.
+
+    The answer (T = len(target_tokens), S = len(source_tokens)):
+        translation           the best hypothesis as text
+        hypotheses            the `n_best` best, best first, each {"text", "score",
+                              "log_prob", "tokens"}: score is what beam search ranks by,
+                              log_prob / GNMT length penalty; log_prob is the sum of the
+                              log-probabilities of its tokens and of the <eos> after them;
+                              tokens are its output pieces (no <eos>). A hypothesis cut at
+                              the length limit ended without <eos>: its score leaves the
+                              <eos> term out, its log_prob does not.
+        source_tokens         the model's input: the source pieces, then "<eos>" (S)
+        target_tokens         the best hypothesis' pieces, then "<eos>" (T)
+        decoder_input_tokens  "<bos>", then the pieces: what the decoder read (T)
+        token_probs           P(target_tokens[t] | source, decoder_input_tokens[:t+1]) (T)
+        alternatives          per position, the `alternatives` most likely tokens, each
+                              {"token", "prob"}, most likely first (<pad> and <bos> left
+                              out: decoding never picks them)
+        checkpoint            None: the caller fills it in
+        attention             (attention=True) {"encoder": [L][H][S][S], "decoder":
+                              [L][H][T][T], "cross": [L][H][T][S]}: row t of decoder and
+                              cross attention is the query that predicted target_tokens[t];
+                              rows sum to 1 (before rounding to 3 decimals)
+    UserError for an empty text or one longer than the model's max_len - 1 tokens.
+    """
+    if isinstance(alternatives, bool) or not isinstance(alternatives, int) or alternatives < 0:
+        raise ValueError(f"alternatives={alternatives!r} must be an integer >= 0")
+    src_ids = encode_source(model, vocab, text)
+    found = translate(model, vocab, [src_ids], options, n_best=n_best, beam_size=beam)[0]
+    log_probs, maps = _teacher_forced(model, src_ids, [tokens for tokens, _ in found], vocab,
+                                      attention)
+    best = found[0][0]
+    T = len(best) + 1
+    target = best + [vocab.eos_id]
+
+    answer = {
+        "translation": vocab.decode(best),
+        "hypotheses": [_hypothesis(vocab, tokens, score, log_probs[i])
+                       for i, (tokens, score) in enumerate(found)],
+        "source_tokens": _tokens(vocab, src_ids + [vocab.eos_id]),
+        "target_tokens": _tokens(vocab, target),
+        "decoder_input_tokens": _tokens(vocab, [vocab.bos_id] + best),
+        "token_probs": _target_log_probs(log_probs[0], target).exp().tolist(),
+        "alternatives": _alternatives(vocab, log_probs[0, :T], alternatives),
+        "checkpoint": None,
+    }
+    if attention:
+        answer["attention"] = _attention_lists(maps, T)
+    return answer
+
+
+def _teacher_forced(model, src_ids: list[int], hypotheses: list[list[int]], vocab,
+                    attention: bool) -> tuple[torch.Tensor, dict | None]:
+    """One forward pass of every hypothesis (the best first) against the source.
+
+    Returns the log-probabilities (N, T_max, V), float32, and with `attention` the maps of
+    the best hypothesis (batch element 0) as `collect_attention` gives them, else None.
+    """
+    device = next(model.parameters()).device
+    src, tgt_in, _ = (t.to(device) for t in collate([(src_ids, h) for h in hypotheses],
+                                                    vocab.pad_id, vocab.bos_id, vocab.eos_id))
+    with eval_mode(model):  # no dropout: the probabilities the search saw
+        if attention:
+            with recording_attention(model):
+                logits = model(src, tgt_in)  # (N, T_max, V)
+            maps = collect_attention(model)
+        else:
+            logits, maps = model(src, tgt_in), None  # the fused path: no weights to keep
+    # Float32 as beam search scores; <pad>/<bos> are not renormalised away, as there.
+    return torch.log_softmax(logits.float(), dim=-1), maps
+
+
+def _tokens(vocab, ids: Sequence[int]) -> list[str]:
+    return [vocab.token(i) for i in ids]
+
+
+def _hypothesis(vocab, tokens: list[int], score: float,
+                log_probs: torch.Tensor) -> dict:
+    """One hypothesis as JSON; `log_probs` (T_max, V) is its row of the teacher-forced pass."""
+    log_prob = _target_log_probs(log_probs, tokens + [vocab.eos_id]).sum().item()
+    return {"text": vocab.decode(tokens), "score": score, "log_prob": log_prob,
+            "tokens": _tokens(vocab, tokens)}
+
+
+def _target_log_probs(log_probs: torch.Tensor, target: list[int]) -> torch.Tensor:
+    """log P(target[t]) at each position t: (T,) from `log_probs` (T_max >= T, V)."""
+    index = torch.tensor(target, device=log_probs.device)[:, None]  # (T, 1)
+    return log_probs[: len(target)].gather(1, index)[:, 0]
+
+
+def _alternatives(vocab, log_probs: torch.Tensor, k: int) -> list[list[dict]]:
+    """The k most likely tokens at each of the T positions of `log_probs` (T, V)."""
+    log_probs = log_probs.clone()
+    log_probs[:, [vocab.pad_id, vocab.bos_id]] = float("-inf")  # never candidates when decoding
+    top = log_probs.topk(min(k, log_probs.size(-1) - 2), dim=-1)
+    return [[{"token": vocab.token(i), "prob": p} for i, p in zip(ids, probs)]
+            for ids, probs in zip(top.indices.tolist(), top.values.exp().tolist())]
+
+
+def _attention_lists(maps: dict[str, list[torch.Tensor]], T: int) -> dict:
+    """collect_attention's maps as nested lists, cut to the best hypothesis' T positions.
+
+    In the batched pass a shorter best hypothesis was padded; its padding queries are
+    dropped here and its padding keys were masked to exactly 0, so its rows still sum to 1.
+    """
+    def plain(weights: torch.Tensor) -> list:
+        return weights.float().round(decimals=ATTENTION_DECIMALS).tolist()
+
+    return {
+        "encoder": [plain(w) for w in maps["encoder"]],  # (H, S, S) per layer
+        "decoder": [plain(w[:, :T, :T]) for w in maps["decoder_self"]],
+        "cross": [plain(w[:, :T]) for w in maps["cross"]],
+    }

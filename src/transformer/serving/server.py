@@ -1,0 +1,256 @@
+"""`transformer serve RUN_DIR`: a trained run behind a small HTTP server, and its explorer page.
+
+    POST /api/translate  {"text": str} or {"texts": [str]}, optional "beam" (1..16, 4),
+                         "n_best" (1..beam, 1), "attention" (bool, false), "checkpoint"
+                         (a checkpoint folder name of the run, e.g. "step-000400", "best")
+                         -> analyze.py's answer + "checkpoint" + "ms", or {"results": [...]}
+    GET  /api/info       the model, its checkpoints, languages, validation BLEU
+    GET  /healthz        {"status": "ok"}
+    GET  /               the attention explorer (explorer/index.html)
+    GET  /static/NAME    the explorer's other files
+
+A synthetic run (copy, reverse, sort) takes and gives its symbols as text, "3 7 1 12".
+
+The standard library's `http.server` (one thread per connection) rather than a web
+framework: a handful of routes need no routing library, and the project gains no
+dependency.
+
+Every answer is JSON; every mistake in a request is a 4xx with {"error": "one line"}
+(never a traceback), and an unexpected exception a 500 {"error": "internal error"} with
+its traceback on stderr, the server running on. The model is used by one request at a
+time (a lock): recording attention sets flags on shared modules, and torch modules are
+not meant to be shared across threads. Request parsing and the models live in service.py.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import sys
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..errors import UserError, one_line
+from .service import ServiceClosed, TranslationService
+
+EXPLORER_DIR = Path(__file__).resolve().parent / "explorer"
+MAX_BODY = 64 * 1024  # bytes of JSON: thousands of words, far more than a model can read
+DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this is read and dropped, so the client
+# gets its 413 (closing a socket with unread data resets it, and the client sees only that)
+SOCKET_TIMEOUT = 30  # seconds a client may stall mid-request before its thread gives up
+CLOSE_WAIT = 30  # seconds server_close waits for a translation in progress
+TEXT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+              ".json": "application/json", ".svg": "image/svg+xml"}
+
+
+class HttpError(Exception):
+    """A request answered with `status` and {"error": message}, plus any `headers`."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+class ExplorerServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that carries the service its handlers answer from."""
+
+    daemon_threads = True  # a stuck connection never keeps the process alive
+    request_queue_size = 64  # connections waiting to be accepted (socketserver says 5)
+
+    def __init__(self, address: tuple[str, int], service: TranslationService, quiet: bool) -> None:
+        self.service = service
+        self.quiet = quiet
+        super().__init__(address, Handler)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self.service.close(CLOSE_WAIT)
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hung up or stalled is no error of ours: no traceback for it.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: ExplorerServer
+    timeout = SOCKET_TIMEOUT
+    server_version = "transformer-serve"
+
+    def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_PUT(self) -> None:
+        self._answer("PUT")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._answer("PATCH")
+
+    def _answer(self, method: str) -> None:
+        """Route, run, and answer one request; no exception leaves here."""
+        path = urlsplit(self.path).path
+        try:
+            action, allowed = self._route(path)
+            if method not in allowed:
+                raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}",
+                                {"Allow": ", ".join(sorted(allowed))})
+            status, body, content_type = action()
+        except HttpError as error:
+            status, message, headers = error.status, error.message, error.headers
+        except UserError as error:
+            status, message, headers = HTTPStatus.BAD_REQUEST, str(error), {}
+        except ServiceClosed as error:
+            status, message, headers = HTTPStatus.SERVICE_UNAVAILABLE, str(error), {}
+        except Exception:  # a bug: logged in full, answered in one line, the server runs on
+            sys.stderr.write(f"error: {method} {path}\n{traceback.format_exc()}")
+            status, message, headers = HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", {}
+        else:
+            self._send(status, body, content_type, {})
+            return
+        self._send(status, _error_body(message), "application/json", headers)
+
+    def _route(self, path: str):
+        """(the action for `path`, the methods it allows); HttpError 404 if there is none."""
+        service = self.server.service
+        routes = {
+            "/api/translate": (lambda: _json(service.translate(self._read_json())), {"POST"}),
+            "/api/info": (lambda: _json(service.info()), {"GET"}),
+            "/healthz": (lambda: _json({"status": "ok"}), {"GET"}),
+            "/": (lambda: _explorer_file("index.html"), {"GET"}),
+        }
+        if path in routes:
+            return routes[path]
+        if path.startswith("/static/"):
+            return (lambda: _explorer_file(path.removeprefix("/static/"))), {"GET"}
+        raise HttpError(HTTPStatus.NOT_FOUND, f"no such path: {path}")
+
+    def _read_json(self):
+        """The request body, parsed; HttpError for a missing, oversized or malformed one."""
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or length is None:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
+        if not length.strip().isdigit():
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a number")
+        size = int(length)
+        if size > MAX_BODY:
+            self.close_connection = True
+            if size <= DRAIN_LIMIT:
+                self._read_body(size)
+            raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                            f"request body of {size} bytes; the limit is {MAX_BODY // 1024} KiB")
+        data = self._read_body(size)
+        if len(data) < size:  # the client sent less than it announced, then hung up
+            self.close_connection = True
+            raise HttpError(HTTPStatus.BAD_REQUEST, "incomplete request body")
+        try:
+            return json.loads(data)
+        except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {one_line(error)}") from None
+
+    def _read_body(self, size: int) -> bytes:
+        try:
+            return self.rfile.read(size)
+        except (TimeoutError, ConnectionError):  # a client that stalled, or reset the connection
+            self.close_connection = True
+            raise HttpError(HTTPStatus.REQUEST_TIMEOUT, "the request body did not arrive") from None
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict) -> None:
+        """Write the response; a client that has gone away is not an error."""
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", _with_charset(content_type))
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-cache")  # a new checkpoint, a new answer
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # What http.server itself refuses (a malformed request line, an unknown method):
+        # JSON like every other answer, not its HTML page.
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # what a garbled request line is taken for:
+            self.request_version = "HTTP/1.0"  # answer with a status line all the same
+        phrase = message or HTTPStatus(code).phrase
+        self._send(code, b"" if self.command == "HEAD" else _error_body(phrase),
+                   "application/json", {})
+
+    def log_message(self, format: str, *args) -> None:
+        if not self.server.quiet:  # one line per request, on stderr
+            super().log_message(format, *args)
+
+
+def _json(answer) -> tuple[int, bytes, str]:
+    return HTTPStatus.OK, json.dumps(answer, ensure_ascii=False).encode("utf-8"), "application/json"
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": one_line(Exception(message), limit=500)},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def _with_charset(content_type: str) -> str:
+    text = content_type.startswith("text/") or content_type == "application/json"
+    return f"{content_type}; charset=utf-8" if text else content_type
+
+
+def _explorer_file(name: str) -> tuple[int, bytes, str]:
+    """A file of the explorer folder by its bare name: only names listed there are served
+    (so no path ever reaches outside it)."""
+    files = {p.name: p for p in EXPLORER_DIR.glob("[!.]*") if p.is_file()}  # none without the folder
+    if name not in files:
+        if name == "index.html":
+            raise HttpError(HTTPStatus.NOT_FOUND, "the explorer page is not installed")
+        raise HttpError(HTTPStatus.NOT_FOUND, f"no such file: {name}")
+    content_type = (TEXT_TYPES.get(files[name].suffix.lower()) or mimetypes.guess_type(name)[0]
+                    or "application/octet-stream")
+    return HTTPStatus.OK, files[name].read_bytes(), content_type
+
+
+def make_server(run_dir: str | Path, checkpoint: str | None = None, host: str = "127.0.0.1",
+                port: int = 8000, device: str = "cpu", quiet: bool = False) -> ExplorerServer:
+    """The server, bound and listening but not yet serving (`serve_forever` does that).
+
+    Loads the run first: a bad run directory or checkpoint is a UserError before any
+    socket is opened. Port 0 takes a free port: `server.server_address[1]` says which.
+    """
+    service = TranslationService(run_dir, checkpoint, device)
+    try:
+        return ExplorerServer((host, port), service, quiet)
+    except OSError as error:
+        raise UserError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+
+
+def serve(run_dir: str | Path, checkpoint: str | None = None, host: str = "127.0.0.1",
+          port: int = 8000, device: str = "cpu", ready=None, quiet: bool = False) -> int:
+    """Serve a run until Ctrl-C; returns 0 (the exit code).
+
+    Prints the URL once listening, then calls `ready(url)` if given (to open a browser,
+    or for a test to start its requests).
+    """
+    server = make_server(run_dir, checkpoint, host, port, device, quiet)
+    url = f"http://{host}:{server.server_address[1]}/"
+    print(f"serving {run_dir} at {url} (Ctrl-C to stop)", flush=True)
+    try:
+        if ready is not None:
+            ready(url)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+    return 0

@@ -1,0 +1,212 @@
+"""What the translation server answers, apart from HTTP: requests checked, models kept.
+
+`TranslationService(run_dir)` loads a run once and answers two questions:
+
+    translate(body: dict) -> dict   body {"text": str} or {"texts": [str]}, optional
+                                    "beam", "n_best", "attention", "checkpoint";
+                                    answer: analyze.py's dict + "checkpoint" (the folder
+                                    name used) + "ms" (the model's time for this text,
+                                    waiting for the lock not counted), or
+                                    {"results": [one such dict per text]}
+    info() -> dict                  the model, its checkpoints, languages, validation BLEU
+
+A synthetic run (copy, reverse, sort) is asked and answers in its symbols: "3 7 1", each
+number a token (data/symbols.py).
+
+A request names a checkpoint folder of the run ("step-000400", "best"): its model is
+loaded on first use and the last few stay loaded (least recently used goes first), so an
+explorer sliding through training steps does not reload at every move. A folder rewritten
+since it was loaded ("best" during training) is loaded again.
+
+Every mistake in a request is a UserError with one line saying what to send instead
+(serve.py answers it with 400). The models are used under one lock: one analysis at a
+time, since recording attention sets flags on modules that every thread shares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+from ..checkpoint.catalogue import all_checkpoints, checkpoint_steps, pick_checkpoint
+from ..checkpoint.format import weights_file
+from ..data.symbols import SymbolVocabulary
+from ..decoding.analyze import analyze, encode_source
+from ..errors import UserError
+from ..run.rundir import bleu_history, load_run
+
+REQUEST_FIELDS = ("text", "texts", "beam", "n_best", "attention", "checkpoint")
+DEFAULT_BEAM = 4  # the paper's beam (Section 6.1), as `transformer translate`
+MAX_BEAM = 16  # every beam costs a decoder row per step: a bound on one request's work
+MAX_TEXTS = 64  # sentences in one batch request, for the same reason
+MAX_LOADED = 4  # checkpoints kept in memory at once
+
+
+class ServiceClosed(Exception):
+    """A request that came after `close`: the server is shutting down."""
+
+
+@dataclasses.dataclass
+class TranslateRequest:
+    texts: list[str]
+    batch: bool  # given as "texts": answer {"results": [...]}
+    beam: int
+    n_best: int
+    attention: bool
+    checkpoint: str | None
+
+
+def parse_request(body) -> TranslateRequest:
+    """A translate request's JSON body, checked; UserError naming the first bad field."""
+    if not isinstance(body, dict):
+        raise UserError("the request body must be a JSON object")
+    unknown = sorted(set(body) - set(REQUEST_FIELDS))
+    if unknown:
+        raise UserError(f"unknown field {unknown[0]!r}; the fields are {', '.join(REQUEST_FIELDS)}")
+    if ("text" in body) == ("texts" in body):
+        raise UserError('give "text" (a string) or "texts" (a list of strings), one of the two')
+    batch = "texts" in body
+    texts = body["texts"] if batch else [body["text"]]
+    if batch and (not isinstance(texts, list) or not 1 <= len(texts) <= MAX_TEXTS):
+        raise UserError(f'"texts" must be a list of 1 to {MAX_TEXTS} strings')
+    if not all(isinstance(text, str) for text in texts):
+        raise UserError('"texts" must hold strings only' if batch else '"text" must be a string')
+    beam = _integer(body, "beam", DEFAULT_BEAM, MAX_BEAM, "")
+    n_best = _integer(body, "n_best", 1, beam, f" (the beam size {beam})")
+    attention = _optional(body, "attention", False)
+    if not isinstance(attention, bool):
+        raise UserError(f'"attention" must be true or false, got {attention!r}')
+    checkpoint = _optional(body, "checkpoint", None)
+    if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
+        raise UserError(f'"checkpoint" must be a checkpoint folder name, got {checkpoint!r}')
+    return TranslateRequest(texts, batch, beam, n_best, attention, checkpoint)
+
+
+def _optional(body: dict, name: str, default):
+    value = body.get(name)
+    return default if value is None else value  # null means "the default", as if left out
+
+
+def _integer(body: dict, name: str, default: int, largest: int, why: str) -> int:
+    value = _optional(body, name, default)
+    # bool is an int in Python, but `true` is not a beam size.
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= largest:
+        raise UserError(f'"{name}" must be an integer from 1 to {largest}{why}, got {value!r}')
+    return value
+
+
+class TranslationService:
+    """One run's models and vocabulary; see the module docstring."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str | None = None,
+                 device: str = "cpu") -> None:
+        self.run_dir = Path(run_dir)
+        self.device = device
+        if not self.run_dir.is_dir():  # said before "no checkpoint found in ...": clearer
+            raise UserError(f"{self.run_dir}: no such run directory")
+        self.default = pick_checkpoint(self.run_dir, checkpoint)
+        run = load_run(self.run_dir, self.default, device)
+        self.vocab, self.settings = run.vocab, run.settings
+        self.symbols = self.vocab.num_symbols if isinstance(self.vocab, SymbolVocabulary) else None
+        self.parameters = run.model.num_parameters()
+        self.max_len = run.model.cfg.max_len
+        self.lock = threading.Lock()
+        self.closed = False
+        self.loaded: OrderedDict[tuple[str, int], object] = OrderedDict()
+        self.loaded[self._key(self.default.name, self.default)] = run.model
+
+    def translate(self, body) -> dict:
+        request = parse_request(body)
+        answers = []
+        with self.lock:
+            if self.closed:
+                raise ServiceClosed("the server is shutting down")
+            name, model = self._model(request.checkpoint)
+            for i, text in enumerate(request.texts):  # every text checked before any work
+                try:
+                    encode_source(model, self.vocab, text)
+                except UserError as error:
+                    raise UserError(f"texts[{i}]: {error}" if request.batch else str(error)) from None
+            for text in request.texts:
+                start = time.perf_counter()
+                answer = analyze(model, self.vocab, text, self.settings.train.decoding,
+                                 beam=request.beam, n_best=request.n_best,
+                                 attention=request.attention)
+                answer["checkpoint"] = name
+                answer["ms"] = round((time.perf_counter() - start) * 1000, 1)
+                answers.append(answer)
+        return {"results": answers} if request.batch else answers[0]
+
+    def close(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the analysis in progress; refuse any later one.
+
+        The server's threads are daemons, left running at exit: one still inside torch
+        then would abort the interpreter ("terminate called without an active exception").
+        """
+        if self.lock.acquire(timeout=timeout):
+            self.closed = True
+            self.lock.release()
+
+    def info(self) -> dict:
+        train = self.settings.train
+        bleu_steps, bleus = bleu_history(self.run_dir)
+        return {
+            "run": str(self.run_dir),
+            "task": train.task,
+            # "en-de" for a translation run; for a synthetic one the task says what it does
+            "languages": f"{train.src_lang}-{train.tgt_lang}" if self.symbols is None else train.task,
+            "model": self.settings.to_json()["model"],
+            "parameters": self.parameters,
+            "max_len": self.max_len,
+            "checkpoint": self.default.name,
+            "step": _step(self.default),
+            "checkpoints": [{"name": name, "step": _step(path)}
+                            for name, path in self.checkpoints().items()],
+            "valid_bleu": bleus[-1] if bleus else None,  # of the last evaluation with BLEU
+            "valid_bleu_step": bleu_steps[-1] if bleu_steps else None,
+            # a synthetic run's number of symbols (its input is the numbers 0 to symbols - 1);
+            # None for a translation run, which reads text
+            "symbols": self.symbols,
+            "max_beam": MAX_BEAM,
+        }
+
+    def checkpoints(self) -> dict[str, Path]:
+        """The complete checkpoint folders by name: step-* by step, then the named ones."""
+        found = all_checkpoints(self.run_dir)
+        found.setdefault(self.default.name, self.default)  # --checkpoint from elsewhere
+        return found
+
+    def _model(self, name: str | None) -> tuple[str, object]:
+        """(name, model) of a checkpoint of the run, the default when None; under the lock."""
+        folders = self.checkpoints()
+        name = self.default.name if name is None else name
+        path = self.default if name == self.default.name else folders.get(name)
+        if path is None:
+            raise UserError(f"unknown checkpoint {name!r}; this run has: {', '.join(folders)}")
+        key = self._key(name, path)
+        if key not in self.loaded:
+            self.loaded[key] = load_run(self.run_dir, path, self.device).model
+            while len(self.loaded) > MAX_LOADED:
+                self.loaded.popitem(last=False)
+        self.loaded.move_to_end(key)
+        return name, self.loaded[key]
+
+    @staticmethod
+    def _key(name: str, path: Path) -> tuple[str, int]:
+        """A loaded model's key: its name and when its weights were written."""
+        try:
+            return name, weights_file(path).stat().st_mtime_ns
+        except OSError:  # deleted since it was listed (keep_last at work)
+            raise UserError(f"checkpoint {name!r} is gone") from None
+
+
+def _step(path: Path) -> int | None:
+    """The last training step a checkpoint's weights cover, None if it does not say."""
+    try:
+        steps = checkpoint_steps(path)
+    except UserError:  # unreadable: listed all the same, without a step
+        return None
+    return steps[1] if steps is not None else None

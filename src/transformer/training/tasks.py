@@ -1,0 +1,85 @@
+"""What a run trains on: a synthetic task (copy, reverse, sort) or a translation corpus,
+and how real decoding scores it during training.
+
+The training loop knows a task only through the `Task` protocol below: exactly the
+members it uses, written down once. The data come from data/ (synthetic.py,
+translation.py); what this file adds is the score of real decoding on the held-out
+part, never teacher-forced argmax: exact match of greedy decodes for a synthetic task,
+sacreBLEU of beam search (the run's decoding settings) for a translation task.
+`make_task` picks the class for a run's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from ..data.synthetic import TASKS as SYNTHETIC_TASKS
+from ..data.synthetic import SyntheticSequences
+from ..data.translation import TranslationData
+from ..decoding.bleu import corpus_bleu
+from ..decoding.greedy import greedy_decode
+from ..decoding.translate import translate_texts
+from .config import TrainConfig
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in (B, T), tgt_out (B, T)
+
+
+class Task(Protocol):
+    vocab_size: int  # one vocabulary for source and target
+    pad_id: int
+
+    def train_stream(self, state: dict | None, rank: int, world_size: int
+                     ) -> Iterator[tuple[Batch, dict]]:
+        """Training batches forever, each with the stream's position after it (a small dict
+        for the checkpoint); `state` is such a position to resume from, None to start.
+        Rank `rank` of `world_size` gets its own share of the batches."""
+
+    def eval_batches(self) -> Iterator[Batch]:
+        """The held-out batches, the same at every call."""
+
+    def decode_metrics(self, model: nn.Module, train_cfg: TrainConfig, device: torch.device,
+                       step: int, final: bool) -> dict:
+        """Scores of real decoding on the held-out data at `step`: {"exact_match": ...} or
+        {"bleu": ..., "bleu_signature": ...}; may be {} at steps where it is not due."""
+
+
+class SyntheticTask(SyntheticSequences):
+    def decode_metrics(self, model, train_cfg, device, step: int, final: bool = False) -> dict:
+        """Exact match of greedy decodes on the held-out examples; keeps a few as examples."""
+        hypotheses = []
+        for src, _, _ in self.eval_batches():
+            hypotheses += greedy_decode(model, src.to(device), self.max_length + 2,
+                                        self.bos_id, self.eos_id)
+        targets = [tgt for _, tgt in self.eval_pairs]
+        self.examples = [(self.to_text(src), self.to_text(tgt), self.to_text(hyp))
+                         for (src, tgt), hyp in zip(self.eval_pairs[:5], hypotheses)]
+        exact = sum(hyp == tgt for hyp, tgt in zip(hypotheses, targets))
+        return {"exact_match": exact / max(len(targets), 1)}
+
+
+class TranslationTask(TranslationData):
+    def decode_metrics(self, model, train_cfg, device, step: int, final: bool = False) -> dict:
+        """BLEU on the validation split, every `bleu_every` steps (0: at every evaluation)."""
+        if not final and train_cfg.bleu_every and step % train_cfg.bleu_every:
+            return {}
+        sources = [s for s, _ in self.valid_pairs]
+        references = [t for _, t in self.valid_pairs]
+        hypotheses = translate_texts(model, self.tokenizer, sources, train_cfg.decoding)
+        score, signature = corpus_bleu(hypotheses, references)
+        self.examples = list(zip(sources[:3], references[:3], hypotheses[:3]))
+        return {"bleu": score, "bleu_signature": signature}
+
+
+def make_task(train_cfg: TrainConfig, run_dir: Path, max_len: int, quiet: bool = False) -> Task:
+    """The task of a run: `max_len` is the model's (a translation task cuts its
+    validation sentences there and drops longer training pairs)."""
+    if train_cfg.task in SYNTHETIC_TASKS:
+        return SyntheticTask(train_cfg.task, train_cfg.num_symbols, train_cfg.min_length,
+                             train_cfg.max_length, train_cfg.batch_size, train_cfg.seed,
+                             train_cfg.eval_examples)
+    return TranslationTask(train_cfg, run_dir, max_len=max_len, quiet=quiet)

@@ -1,0 +1,116 @@
+"""The tests' one kit: tiny settings, run factories, a made-up corpus, metrics reading, and
+the command line run in-process with its error contract.
+
+The contract for every mistake a user can make: exit code 2 and exactly one line on
+stderr, starting with "error: " and naming what is wrong and where (file, line, key),
+never a traceback. `run_main` runs `transformer ARGS` as the command would;
+`assert_user_error` checks that contract.
+
+Runs are real runs of the command line, kept as small as their claim allows: the tiny
+model (TINY_MODEL), a made-up English -> German corpus from a tiny grammar
+(write_corpus), a few steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from transformer.cli.main import main
+from transformer.run.rundir import read_settings
+from transformer.run.settings import RunSettings, settings_from_values
+from transformer.training.metrics import METRICS_FILE, read_metrics
+
+# One layer each side, d_model 32: a forward pass takes about a millisecond.
+TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
+TINY_KEYS = {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1}
+MAX_LEN = 32
+
+# 200 made-up English -> German sentence pairs from a tiny grammar: enough for a BPE
+# vocabulary and a few training steps, nothing to download.
+SUBJECTS = {"the cat": "die katze", "a dog": "ein hund", "the man": "der mann",
+            "a woman": "eine frau", "the child": "das kind", "my friend": "mein freund"}
+VERBS = {"sees": "sieht", "likes": "mag", "eats": "isst", "finds": "findet", "holds": "hält"}
+OBJECTS = {"an apple": "einen apfel", "the ball": "den ball", "a book": "ein buch",
+           "the red car": "das rote auto", "some bread": "etwas brot"}
+
+
+# --- the command line ----------------------------------------------------------------------
+
+def run_main(capsys, args: list) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `transformer ARGS`."""
+    torch.set_num_threads(1)
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_user_error(code: int, err: str, *names: str) -> str:
+    """The contract: exit 2, one line "error: ...", no traceback, naming every `names`."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    assert lines[0].startswith("error: ")
+    for name in names:
+        assert str(name) in lines[0], f"{name!r} not named in: {lines[0]}"
+    return lines[0]
+
+
+# --- settings and runs -----------------------------------------------------------------------
+
+def tiny_settings(**values) -> RunSettings:
+    """RunSettings of the tiny model and `values`, through the one settings path."""
+    return settings_from_values({**TINY_KEYS, **values})
+
+
+def write_corpus(folder: Path, pairs: int = 200) -> tuple[Path, Path]:
+    """Line-aligned en/de files of `pairs` sentences, walking the grammar in a fixed order."""
+    subjects, verbs, objects = list(SUBJECTS), list(VERBS), list(OBJECTS)
+    en, de = [], []
+    for i in range(pairs):
+        s, v, o = subjects[i % 6], verbs[i // 6 % 5], objects[i // 30 % 5]
+        en.append(f"{s} {v} {o} .")
+        de.append(f"{SUBJECTS[s]} {VERBS[v]} {OBJECTS[o]} .")
+    src, tgt = folder / "train.en", folder / "train.de"
+    src.write_text("\n".join(en) + "\n", encoding="utf-8")
+    tgt.write_text("\n".join(de) + "\n", encoding="utf-8")
+    return src, tgt
+
+
+def train_translation_run(run_dir: Path, src: Path, tgt: Path, *extra) -> None:
+    """A few steps of `train parallel` with the tiny model: a run translate can load.
+
+    `extra` arguments come last, so they win: e.g. "--steps", 60, "--set", "warmup=20"."""
+    torch.set_num_threads(1)
+    code = main(["train", "parallel", "--src", str(src), "--tgt", str(tgt), "--out", str(run_dir),
+                 "--steps", "4", "--quiet", "--set", *TINY_MODEL, "vocab_size=200",
+                 f"max_len={MAX_LEN}", "batch_tokens=512", "eval_every=1000", "bleu_every=1000",
+                 "save_every=1000", "beam_size=2", "max_len_b=10", *map(str, extra)])
+    assert code == 0
+
+
+def train_copy_run(run_dir: Path, *extra) -> int:
+    """`train copy` with the copy recipe on the tiny model, quietly; `extra` last (it wins).
+    Returns the exit code."""
+    torch.set_num_threads(1)
+    return main(["train", "copy", "--config", "copy", "--quiet", "--out", str(run_dir),
+                 "--steps", "6", "--set", *TINY_MODEL, "batch_size=8", "eval_examples=10",
+                 "log_every=1", "eval_every=3", "target_exact_match=0", *map(str, extra)])
+
+
+def run_settings(run_dir: Path) -> RunSettings:
+    return read_settings(run_dir)
+
+
+# --- metrics.jsonl ---------------------------------------------------------------------------
+
+def evaluations(run_dir: Path) -> list[dict]:
+    """The run's evaluation records, in file order."""
+    return [r for r in read_metrics(Path(run_dir) / METRICS_FILE) if r.get("kind") == "eval"]
+
+
+def training_records(run_dir: Path) -> list[dict]:
+    """The run's training records, in file order."""
+    return [r for r in read_metrics(Path(run_dir) / METRICS_FILE) if r.get("kind") == "train"]

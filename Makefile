@@ -12,8 +12,9 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
+# Two worker processes: the tests run one torch thread each, so two cores take two at once.
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 demo: $(BIN)/.installed
 	$(BIN)/transformer train copy --out runs/copy-demo --overwrite

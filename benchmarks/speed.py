@@ -45,13 +45,14 @@ sys.path.insert(0, str(REPO / "tests"))  # references.py: our weights in nn.Tran
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from references import reference_transformer  # noqa: E402
 from transformer import Transformer, TransformerConfig, causal_mask  # noqa: E402
 from transformer.decoding.beam import beam_search
 from transformer.decoding.greedy import greedy_decode
 from transformer.errors import UserError
-from transformer.training.loss import label_smoothed_loss
 from transformer.run.settings import read_recipe, settings_from_values
+from transformer.training.loss import label_smoothed_loss
+
+from references import reference_transformer  # noqa: E402
 
 PAD, BOS, EOS, FIRST_WORD = 0, 1, 2, 4  # ids 0..3 are <pad> <bos> <eos> <unk>
 LABEL_SMOOTHING = 0.1

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from serve_helpers import Server
 from kit import train_translation_run, write_corpus
+from serve_helpers import Server
 
 
 @pytest.fixture(autouse=True)

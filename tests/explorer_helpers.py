@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, as root, with nothing running in the background and no name resolving to
 # any host: a page that tried to fetch anything from the network would fail to.

@@ -20,15 +20,23 @@ import math
 import pytest
 import torch
 
-from transformer.run.rundir import load_run
-
 import transformer.model.attention as attention_module
-from transformer import (MultiHeadAttention, TransformerConfig, Transformer, causal_mask,
-                         scaled_dot_product_attention)
-from transformer.experiments.ablate import VARIANTS
-from transformer.run.ablated_attention import (mask_after_softmax_attention, unscaled_attention, with_attention)
-from transformer.experiments.ablate_report import format_table
+from transformer import (
+    MultiHeadAttention,
+    Transformer,
+    TransformerConfig,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 from transformer.cli.main import main
+from transformer.experiments.ablate import VARIANTS
+from transformer.experiments.ablate_report import format_table
+from transformer.run.ablated_attention import (
+    mask_after_softmax_attention,
+    unscaled_attention,
+    with_attention,
+)
+from transformer.run.rundir import load_run
 from transformer.training.schedule import adam, make_scheduler, noam_lr
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -201,9 +209,13 @@ def test_format_table_marks_unreached_targets_and_divergence():
 
 
 def test_multi30k_slice_is_written_as_a_parallel_task(tmp_path):
-    from transformer.experiments.ablate import (MULTI30K_TRAIN_PAIRS, MULTI30K_VALID_PAIRS, write_multi30k_slice)
     from transformer.data.parallel import find_multi30k_dir, read_parallel
     from transformer.errors import UserError
+    from transformer.experiments.ablate import (
+        MULTI30K_TRAIN_PAIRS,
+        MULTI30K_VALID_PAIRS,
+        write_multi30k_slice,
+    )
     try:
         find_multi30k_dir()
     except UserError as error:

@@ -17,8 +17,14 @@ from transformer.cli.main import main
 from transformer.model.transformer import Transformer
 from transformer.training.schedule import NoamScheduler, adam, noam_lr
 
-from training_reference import (TINY_SETS, assert_same_training, load_model, read_run,
-                                reference_training, union)
+from training_reference import (
+    TINY_SETS,
+    assert_same_training,
+    load_model,
+    read_run,
+    reference_training,
+    union,
+)
 
 K = 3
 UPDATES = 2

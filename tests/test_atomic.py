@@ -6,10 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from kill_helpers import die_at
 
 from transformer.checkpoint import atomic
 from transformer.checkpoint.atomic import list_folders, remove_folder, tidy, write_folder
+
+from kill_helpers import die_at
 
 DEAD_PID = 999_999_999  # above any pid_max: never a live process
 

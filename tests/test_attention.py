@@ -27,8 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer import (MultiHeadAttention, Transformer, TransformerConfig, causal_mask,
-                         scaled_dot_product_attention)
+from transformer import (
+    MultiHeadAttention,
+    Transformer,
+    TransformerConfig,
+    causal_mask,
+    scaled_dot_product_attention,
+)
 
 B, H, T, S, D = 3, 4, 5, 7, 32
 

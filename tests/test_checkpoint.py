@@ -6,16 +6,19 @@ import random
 from pathlib import Path
 
 import pytest
-from kill_helpers import die_at
 import torch
 from safetensors import safe_open
 
 import transformer as T
 from transformer.checkpoint.averaging import average_checkpoints, save_average
-from transformer.checkpoint.catalogue import latest_checkpoint, prune, step_checkpoints as list_checkpoints
-from transformer.checkpoint.format import (load_checkpoint, load_weights, read_model_config as read_config, save_checkpoint)
-from transformer.training.resume import rng_state, set_rng_state
+from transformer.checkpoint.catalogue import latest_checkpoint, prune
+from transformer.checkpoint.catalogue import step_checkpoints as list_checkpoints
+from transformer.checkpoint.format import load_checkpoint, load_weights, save_checkpoint
+from transformer.checkpoint.format import read_model_config as read_config
 from transformer.errors import UserError
+from transformer.training.resume import rng_state, set_rng_state
+
+from kill_helpers import die_at
 
 
 def make_model(seed=0, **overrides):

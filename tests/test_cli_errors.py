@@ -16,9 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit import (MAX_LEN, TINY_MODEL, assert_user_error, run_main, train_translation_run,
-                 write_corpus)
-from transformer.cli.main import main
+from kit import (
+    MAX_LEN,
+    TINY_MODEL,
+    assert_user_error,
+    run_main,
+    train_translation_run,
+    write_corpus,
+)
+
 
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory) -> Path:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit import run_main
 from transformer.cli.main import main
+
+from kit import run_main
 
 TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
 ATTENTION_FILES = {"attention-encoder-layer1.png", "attention-decoder-self-layer1.png",

@@ -22,9 +22,9 @@ import torch
 from transformer import Transformer, TransformerConfig
 from transformer.cli.main import main
 from transformer.data.batching import collate
-from transformer.training.distributed import Distributed
 from transformer.errors import UserError
 from transformer.training.config import TrainConfig
+from transformer.training.distributed import Distributed
 from transformer.training.runtime import wrap_for_training
 
 COMPILER = next((c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)

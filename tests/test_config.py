@@ -16,13 +16,13 @@ def test_presets_match_table_3():
     base = TransformerConfig.base(vocab_size=37000)
     assert (base.n_encoder_layers, base.n_decoder_layers) == (6, 6)
     assert (base.d_model, base.d_ff, base.n_heads, base.dropout) == (512, 2048, 8, 0.1)
-    assert base.d_head == 64
+    assert base.d_model // base.n_heads == 64  # d_k = d_v (Section 3.2.2)
     assert base.src_vocab_size == base.tgt_vocab_size == 37000
 
     big = TransformerConfig.big(vocab_size=37000)
     assert (big.n_encoder_layers, big.n_decoder_layers) == (6, 6)
     assert (big.d_model, big.d_ff, big.n_heads, big.dropout) == (1024, 4096, 16, 0.3)
-    assert big.d_head == 64
+    assert big.d_model // big.n_heads == 64
 
     # The paper's defaults: post-LN, sinusoids, all three matrices shared (Section 3.4).
     for cfg in (base, big):

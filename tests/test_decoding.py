@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import transformer as T
-from transformer.model.attention import append_to_cache
 from transformer.decoding.beam import beam_search
 from transformer.decoding.greedy import greedy_decode
+from transformer.model.attention import append_to_cache
 
 PAD, BOS, EOS, VOCAB = 0, 1, 2, 40
 

@@ -30,17 +30,23 @@ import torch.distributed
 from safetensors.torch import load_file
 
 from transformer.checkpoint import format as ckpt
-from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.checkpoint.catalogue import latest_checkpoint
 from transformer.cli.main import main
-from transformer.training.distributed import Distributed, resolve_device
 from transformer.errors import UserError
-from transformer.training.metrics import METRICS_FILE, read_metrics
 from transformer.model.transformer import Transformer
+from transformer.training.distributed import Distributed, resolve_device
+from transformer.training.metrics import METRICS_FILE, read_metrics
 from transformer.training.resume import restore, rng_state
 from transformer.training.schedule import adam, make_scheduler
 
-from training_reference import (TINY_SETS, assert_same_training, load_model, read_run,
-                                reference_training, union)
+from training_reference import (
+    TINY_SETS,
+    assert_same_training,
+    load_model,
+    read_run,
+    reference_training,
+    union,
+)
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this torch build has no torch.distributed")
@@ -172,7 +178,7 @@ def test_a_user_error_on_rank_0_stops_every_rank(tmp_path):
 # finite. Each worker writes its exit code to EXIT_DIR/exit-RANK.
 DIVERGE = """\
 import dataclasses, math, os, sys
-from transformer.training import loop as train
+from transformer.training import update as train
 from transformer.cli.main import main
 
 if os.environ["RANK"] == "1":

@@ -6,10 +6,10 @@ import math
 import pytest
 import sacrebleu
 
-from kit import assert_user_error, run_main
-from kit import train_translation_run, write_corpus
-from transformer.errors import UserError
 from transformer.decoding.bleu import corpus_bleu
+from transformer.errors import UserError
+
+from kit import assert_user_error, run_main, train_translation_run, write_corpus
 
 
 def test_identical_text_scores_100():

@@ -9,8 +9,9 @@ import re
 
 import pytest
 
-from explorer_helpers import ablated_copy, embedded_data, expected_panels
 from transformer.serving.explorer_page import explore, render_page, script_json
+
+from explorer_helpers import ablated_copy, embedded_data, expected_panels
 
 # Strings that would break a page that inlined them carelessly.
 TRICKY = "</script><script>alert(1)</script> <!-- &amp; \u2028 Stra\u00dfe \U0001F600"

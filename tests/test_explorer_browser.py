@@ -16,11 +16,19 @@ from pathlib import Path
 
 import pytest
 
-from explorer_helpers import (Dom, ablated_copy, chromium, embedded_data, expected_panels,
-                              page_requests, panels)
-from serve_helpers import Server
 from transformer.serving import server as serve
 from transformer.serving.explorer_page import explore, render_page
+
+from explorer_helpers import (
+    Dom,
+    ablated_copy,
+    chromium,
+    embedded_data,
+    expected_panels,
+    page_requests,
+    panels,
+)
+from serve_helpers import Server
 
 SENTENCE = "the cat finds the ball ."
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

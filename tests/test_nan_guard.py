@@ -2,15 +2,14 @@
 message before it reaches the weights, and what it saves is the last good state, from
 which the run can go on exactly.
 
-The NaN is injected by wrapping `transformer.train.label_smoothed_loss` (the function the
-training loop calls) so that its third call, the forward pass of step 3, returns NaN; the
+The NaN is injected by wrapping `transformer.training.update.label_smoothed_loss` (the
+function each update calls) so that its third call, the forward pass of step 3, returns NaN; the
 infinite gradient by a hook on a parameter of the model that train() builds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -19,11 +18,12 @@ import torch
 from safetensors import safe_open
 
 from transformer.checkpoint import format as ckpt
-from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
-from transformer.training import loop as training
+from transformer.checkpoint.catalogue import latest_checkpoint
 from transformer.cli.main import main
 from transformer.model.config import TransformerConfig
 from transformer.model.transformer import Transformer
+from transformer.training import loop
+from transformer.training import update as training
 from transformer.training.schedule import adam
 
 from kit import assert_user_error, train_copy_run, training_records
@@ -121,7 +121,7 @@ def test_nan_on_the_first_step_saves_step_zero(tmp_path, capsys, monkeypatch):
 # its third call is the backward pass of step 3.
 
 def inf_gradient_from_call(n: int, monkeypatch) -> None:
-    real, calls = training.Transformer, []
+    real, calls = loop.Transformer, []
 
     def infinite_gradient(grad):
         calls.append(1)
@@ -132,7 +132,7 @@ def inf_gradient_from_call(n: int, monkeypatch) -> None:
         next(model.parameters()).register_hook(infinite_gradient)
         return model
 
-    monkeypatch.setattr(training, "Transformer", build)
+    monkeypatch.setattr(loop, "Transformer", build)
 
 
 def assert_every_checkpoint_finite(run_dir: Path) -> None:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import gzip
-import re
 import hashlib
+import re
 import shutil
 
 import pytest
 
 from transformer.data import parallel
-from transformer.data.parallel import (download_multi30k, find_multi30k_dir, load_multi30k, read_lines, read_parallel)
+from transformer.data.parallel import (
+    download_multi30k,
+    find_multi30k_dir,
+    load_multi30k,
+    read_lines,
+    read_parallel,
+)
 from transformer.errors import UserError
 
 

@@ -4,13 +4,12 @@ and layer."""
 
 import pytest
 import torch
+from test_metrics import write_metrics
 
 import transformer as T
-from transformer.errors import UserError
 from transformer.decoding.attention_maps import collect_attention, recording_attention
+from transformer.errors import UserError
 from transformer.experiments.plots import plot_attention, plot_curves, plot_losses, smooth
-
-from test_metrics import write_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -18,10 +18,10 @@ import torch
 from safetensors import safe_open
 
 from transformer import Transformer, TransformerConfig
-from transformer.training import runtime
 from transformer.cli.main import main
-from transformer.training.distributed import Distributed
+from transformer.training import runtime
 from transformer.training.config import TrainConfig
+from transformer.training.distributed import Distributed
 from transformer.training.runtime import autocast, bf16_supported, check_precision
 
 TINY_RUN = ["--steps", "3", "--quiet", "--set", "d_model=16", "n_heads=2", "d_ff=32",

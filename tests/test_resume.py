@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from transformer.checkpoint import format as ckpt
-from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
+from transformer.checkpoint.catalogue import latest_checkpoint
 from transformer.cli.main import main
 from transformer.model.config import TransformerConfig
 from transformer.model.transformer import Transformer
@@ -148,7 +148,7 @@ DRIVER = """
     import os, signal, sys, time
     from pathlib import Path
     from transformer.checkpoint import format as checkpoint
-    from transformer.training import loop as train
+    from transformer.training import update as train
     mode, marker = sys.argv[1], Path(sys.argv[2])
 
     if mode == "hang-in-step-3":  # the third forward pass takes "forever"

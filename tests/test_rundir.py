@@ -8,11 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from kit import assert_user_error, run_main
-from kit import TINY_MODEL, train_translation_run, write_corpus
+from transformer.checkpoint.catalogue import (
+    checkpoint_steps,
+    latest_checkpoint,
+    pick_checkpoint,
+    step_checkpoints,
+)
 from transformer.run.rundir import read_settings
-from transformer.checkpoint.catalogue import latest_checkpoint, step_checkpoints
-from transformer.checkpoint.catalogue import checkpoint_steps, pick_checkpoint
+
+from kit import TINY_MODEL, assert_user_error, run_main, train_translation_run, write_corpus
 
 SMALL_COPY = [*TINY_MODEL, "batch_size=8", "eval_examples=10", "save_every=2",
               "target_exact_match=0"]

@@ -12,8 +12,8 @@ import torch
 
 from transformer.data.batching import collate
 from transformer.decoding.greedy import greedy_decode
-from transformer.run.rundir import load_run
 from transformer.decoding.sampling import filter_logits, row_generators, sample_decode
+from transformer.run.rundir import load_run
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car .",
              "a woman finds some bread .", "the man sees an apple ."]

@@ -14,8 +14,8 @@ import torch
 from transformer.data.batching import collate
 from transformer.decoding.beam import beam_search, gnmt_length_penalty
 from transformer.decoding.greedy import greedy_decode
-from transformer.run.rundir import load_run
 from transformer.decoding.scoring import score_pairs, token_log_probs
+from transformer.run.rundir import load_run
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car .",
              "a woman finds some bread .", "the man sees an apple ."]

@@ -16,14 +16,15 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import TEXT, TIMEOUT, Server, assert_error
-from kit import TINY_MODEL
-from transformer.decoding.analyze import analyze
 from transformer.cli.main import main
+from transformer.decoding.analyze import analyze
 from transformer.errors import UserError
-from transformer.training.metrics import read_metrics
 from transformer.run.rundir import load_run
 from transformer.serving.server import EXPLORER_DIR, make_server, serve
+from transformer.training.metrics import read_metrics
+
+from kit import TINY_MODEL
+from serve_helpers import TEXT, TIMEOUT, Server, assert_error
 
 RESULT_FIELDS = {"translation", "hypotheses", "source_tokens", "target_tokens",
                  "decoder_input_tokens", "token_probs", "alternatives", "checkpoint", "ms"}

@@ -13,9 +13,9 @@ import threading
 
 import pytest
 
-from serve_helpers import TEXT, TIMEOUT, Server, assert_error, raw_exchange
 from transformer.serving.server import MAX_BODY, Handler
 
+from serve_helpers import TEXT, TIMEOUT, Server, assert_error, raw_exchange
 
 # --- bad requests -----------------------------------------------------------------------
 

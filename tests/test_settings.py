@@ -8,9 +8,19 @@ import pytest
 
 from transformer.errors import UserError
 from transformer.run.rundir import read_settings, write_settings
-from transformer.run.settings import (MODEL_KEYS, RECIPES_DIR, RESUMABLE_KEYS, TRAIN_KEYS,
-                                      RunSettings, asked_values, new_settings, parse_sets,
-                                      read_recipe, resumed_settings, settings_from_values)
+from transformer.run.settings import (
+    MODEL_KEYS,
+    RECIPES_DIR,
+    RESUMABLE_KEYS,
+    TRAIN_KEYS,
+    RunSettings,
+    asked_values,
+    new_settings,
+    parse_sets,
+    read_recipe,
+    resumed_settings,
+    settings_from_values,
+)
 from transformer.training.config import TRAIN_CHECKS
 
 CONFIGS = sorted(RECIPES_DIR.glob("*.toml"))

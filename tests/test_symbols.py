@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from kit import assert_user_error, run_main
-from explorer_helpers import embedded_data
-from serve_helpers import Server, assert_error
-from kit import TINY_MODEL
 from transformer.cli.main import main
 from transformer.data.symbols import SymbolVocabulary
-from transformer.training.tasks import SyntheticTask
 from transformer.errors import UserError
 from transformer.run.rundir import load_run
+from transformer.training.tasks import SyntheticTask
+
+from explorer_helpers import embedded_data
+from kit import TINY_MODEL, assert_user_error, run_main
+from serve_helpers import Server, assert_error
 
 NUM_SYMBOLS = 8
 

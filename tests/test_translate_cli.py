@@ -21,11 +21,12 @@ import threading
 import pytest
 import torch
 
-from kit import assert_user_error, run_main
 from transformer.decoding.beam import gnmt_length_penalty
-from transformer.run.rundir import load_run
 from transformer.decoding.sampling import row_generators, sample_decode
 from transformer.decoding.scoring import score_pairs
+from transformer.run.rundir import load_run
+
+from kit import assert_user_error, run_main
 
 SENTENCES = ["a dog eats the ball .", "the cat likes a book .", "my friend holds the red car ."]
 LONG = " ".join(["the red car"] * 40)  # past the run's max_len of 32
@@ -244,7 +245,7 @@ def test_score_prints_a_log_prob_per_pair_and_with_tokens_each_tokens(trained_tr
         first, numbers, pieces = line.split("\t")
         assert first == total
         assert [float(x) for x in numbers.split(" ")] == pytest.approx(scores, abs=1e-4)
-        assert pieces.split(" ") == tokenizer.tokens(target) + ["<eos>"]
+        assert pieces.split(" ") == [tokenizer.token(i) for i in tokenizer.encode(target)] + ["<eos>"]
         assert sum(map(float, numbers.split(" "))) == pytest.approx(float(total), abs=1e-3)
     assert detailed[2].split("\t")[2] == "<eos>"  # an empty target: only the end is scored
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from kit import run_main
-from kit import MAX_LEN, train_translation_run, write_corpus
 from transformer.training.config import TrainConfig
+
+from kit import MAX_LEN, run_main, train_translation_run, write_corpus
 
 LIMIT = MAX_LEN - 1  # tokens a source may have (collate adds <eos>)
 LONG = " ".join(["the red car"] * MAX_LEN)  # >= 3 * MAX_LEN tokens

@@ -10,8 +10,8 @@ import torch
 
 from transformer.cli.main import main
 from transformer.data.parallel import find_multi30k_dir, load_multi30k
-from transformer.errors import UserError
 from transformer.decoding.bleu import corpus_bleu
+from transformer.errors import UserError
 
 try:
     DATA = find_multi30k_dir()

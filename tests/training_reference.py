@@ -13,14 +13,14 @@ from pathlib import Path
 import torch
 
 from transformer.checkpoint.format import load_weights
-from transformer.run.rundir import read_settings
-from transformer.model.config import TransformerConfig
 from transformer.data.batching import collate
-from transformer.training.tasks import SyntheticTask
-from transformer.training.loss import label_smoothed_loss
+from transformer.model.config import TransformerConfig
 from transformer.model.transformer import Transformer
+from transformer.run.rundir import read_settings
 from transformer.training.config import TrainConfig
+from transformer.training.loss import label_smoothed_loss
 from transformer.training.schedule import NoamScheduler, adam
+from transformer.training.tasks import SyntheticTask
 
 # A model and a task small enough that a step takes milliseconds; dropout 0 so that the
 # two sides of every comparison compute the same function. warmup=1 makes the first

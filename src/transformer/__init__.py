@@ -17,10 +17,10 @@ __init__.py lists its files in reading order):
 This file is the public Python API: `import transformer as T`.
 """
 
-from .model.attention import MultiHeadAttention, scaled_dot_product_attention
-from .model.config import TransformerConfig
 from .decoding.beam import beam_search
 from .decoding.greedy import greedy_decode
+from .model.attention import MultiHeadAttention, scaled_dot_product_attention
+from .model.config import TransformerConfig
 from .model.masks import causal_mask, padding_mask
 from .model.transformer import Transformer
 

@@ -15,9 +15,15 @@ from pathlib import Path
 
 import torch
 
-from .format import (check_config, read_model_config, read_metadata, read_weights, save_weights,
-                         weights_file)
 from ..errors import UserError
+from .format import (
+    check_config,
+    read_metadata,
+    read_model_config,
+    read_weights,
+    save_weights,
+    weights_file,
+)
 
 
 def average_checkpoints(paths: list[str | os.PathLike]) -> dict[str, torch.Tensor]:

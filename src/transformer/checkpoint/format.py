@@ -28,8 +28,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import write_folder
 from ..errors import UserError, one_line
+from .atomic import write_folder
 
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "state.pt"

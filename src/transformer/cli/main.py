@@ -106,7 +106,16 @@ def command(module: str, function: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="transformer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    add_train(sub)
+    add_translate(sub)
+    add_score_and_evaluate(sub)
+    add_run_tools(sub)
+    add_serving(sub)
+    return parser
 
+
+def add_train(sub) -> None:
+    """Train: a new run from a recipe, or --resume one."""
     p = sub.add_parser("train", help="train a model (or --resume a stopped run)", epilog=(
         "Without --config, copy, reverse and sort train the copy recipe, multi30k the multi30k "
         "recipe. On --resume, max_minutes counts from the resume, not from the run's start."))
@@ -132,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid-tgt")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
+def add_translate(sub) -> None:
+    """Translate: text through a run, batched or line by line."""
     p = sub.add_parser("translate", help="translate sentences with a trained run",
                        epilog=TRANSLATE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(run=command("translate", "translate"))
@@ -163,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--device", default="cpu")
 
+
+def add_score_and_evaluate(sub) -> None:
+    """Score (forced decoding) and evaluate (sacreBLEU)."""
     p = sub.add_parser("score", help="forced decoding: the log-probability of each translation "
                                      "in --tgt of its source in --src",
                        epilog=SCORE_FORMATS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -187,17 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", help="... against these reference translations (with --src)")
     p.add_argument("--output", help="also write the translations to this file")
 
-    p = sub.add_parser("average", help="average the last N checkpoints (as the paper did)")
-    p.set_defaults(run=command("train", "average"))
-    p.add_argument("run_dir")
-    p.add_argument("--last", type=int, default=5)
 
-    p = sub.add_parser("plot", help="learning curves (and attention maps) as PNG")
-    p.set_defaults(run=command("experiments", "plot"))
-    p.add_argument("run_dir")
-    p.add_argument("--attention", metavar="SENTENCE")
-    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
-
+def add_serving(sub) -> None:
+    """Serve (the HTTP API and explorer) and explore (one offline page)."""
     p = sub.add_parser("serve", help="HTTP API and the attention explorer page, on 127.0.0.1")
     p.set_defaults(run=command("serving", "serve"))
     p.add_argument("run_dir")
@@ -215,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=at_least(1), default=4)
     p.add_argument("--device", default="cpu")
 
+
+def add_run_tools(sub) -> None:
+    """Average, plot, data, ablate."""
+    p = sub.add_parser("average", help="average the last N checkpoints (as the paper did)")
+    p.set_defaults(run=command("train", "average"))
+    p.add_argument("run_dir")
+    p.add_argument("--last", type=int, default=5)
+
+    p = sub.add_parser("plot", help="learning curves (and attention maps) as PNG")
+    p.set_defaults(run=command("experiments", "plot"))
+    p.add_argument("run_dir")
+    p.add_argument("--attention", metavar="SENTENCE")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+
     p = sub.add_parser("data", help="download a corpus from its upstream")
     p.set_defaults(run=command("train", "data"))
     p.add_argument("corpus", choices=("multi30k",))
@@ -228,7 +249,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing variant runs (never a folder that is not a run)")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

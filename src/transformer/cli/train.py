@@ -23,7 +23,6 @@ from ..training import loop as training
 from ..training.config import TASK_CHOICES
 from ..training.tasks import make_task
 
-
 # --- train ----------------------------------------------------------------------------------
 
 def train(args) -> int:

@@ -77,8 +77,8 @@ class Sources:
         none is."""
         if not self.cut:
             return
-        raise UserError(f"{where.many(sorted(self.cut))}: longer than the model's limit of {self.limit} tokens "
-                        f"(max_len={self.max_len})" + (f"; {hint}" if hint else ""))
+        raise UserError(f"{where.many(sorted(self.cut))}: longer than the model's limit of "
+                        f"{self.limit} tokens (max_len={self.max_len})" + (f"; {hint}" if hint else ""))
 
 
 def encode_sources(vocab, texts: Sequence[str], max_len: int) -> Sources:

@@ -148,13 +148,6 @@ class Tokenizer:
         """ids -> text; special tokens (<pad>, <bos>, <eos>, <unk>) are left out, not stopped at."""
         return self.inner.decode(list(ids), skip_special_tokens=True)
 
-    def decode_batch(self, batch: Sequence[Sequence[int]]) -> list[str]:
-        return self.inner.decode_batch([list(ids) for ids in batch], skip_special_tokens=True)
-
-    def tokens(self, text: str) -> list[str]:
-        """The subword strings of a sentence, e.g. ["▁A", "▁dog", "▁run", "s", "."] (for plots)."""
-        return self.inner.encode(text, add_special_tokens=False).tokens
-
     def token(self, id: int) -> str:
         """The display string of one id, e.g. "▁dog" or "<eos>" (for plots and the explorer)."""
         return self.inner.id_to_token(id)

@@ -28,6 +28,7 @@ from .parallel import load_multi30k, read_parallel
 from .sources import encode_sources
 from .tokenizer import Tokenizer
 
+
 class TranslationData:
     def __init__(self, train_cfg, run_dir: Path, max_len: int, quiet: bool = False) -> None:
         self.cfg = train_cfg

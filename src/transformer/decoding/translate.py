@@ -43,8 +43,11 @@ class DecodingOptions:
                 "max_len_b": self.max_len_b}
 
 
+Batch = tuple[list[int], torch.Tensor]  # (indices of the sources, src (b, S))
+
+
 def length_batches(ids: Sequence[Sequence[int]], vocab, device: torch.device | str,
-                   batch_sentences: int = BATCH_SENTENCES) -> Iterator[tuple[list[int], torch.Tensor]]:
+                   batch_sentences: int = BATCH_SENTENCES) -> Iterator[Batch]:
     """The non-empty sources, shortest first, `batch_sentences` at a time: each batch as
     (their indices in `ids`, src (b, S) on `device`, with <eos> and padding)."""
     todo = sorted((i for i, row in enumerate(ids) if row), key=lambda i: len(ids[i]))

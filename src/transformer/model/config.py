@@ -66,11 +66,6 @@ class TransformerConfig:
         if self.pad_id >= min(self.src_vocab_size, self.tgt_vocab_size):
             raise ValueError(f"pad_id={self.pad_id} must be smaller than the vocabulary sizes")
 
-    @property
-    def d_head(self) -> int:
-        """d_k = d_v = d_model / h (Section 3.2.2)."""
-        return self.d_model // self.n_heads
-
     def replace(self, **changes) -> "TransformerConfig":
         return dataclasses.replace(self, **changes)
 

@@ -32,18 +32,6 @@ class LossOutput:
     n_tokens: torch.Tensor  # real (non-pad) target tokens (int64)
     n_correct: torch.Tensor  # of those, how many the argmax got right (int64)
 
-    @property
-    def nll(self) -> torch.Tensor:
-        return self.nll_sum / self.n_tokens.clamp(min=1)
-
-    @property
-    def ppl(self) -> torch.Tensor:
-        return torch.exp(self.nll.clamp(max=50.0))
-
-    @property
-    def accuracy(self) -> torch.Tensor:
-        return self.n_correct / self.n_tokens.clamp(min=1)
-
 
 def label_smoothed_loss(logits: torch.Tensor, target: torch.Tensor, epsilon: float,
                         pad_id: int) -> LossOutput:

@@ -23,8 +23,8 @@ from torch import nn
 
 from ..checkpoint.catalogue import latest_checkpoint
 from ..checkpoint.format import load_checkpoint
-from .distributed import Distributed, gather_objects
 from ..errors import UserError
+from .distributed import Distributed, gather_objects
 
 
 @dataclass

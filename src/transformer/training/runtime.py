@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .distributed import Distributed
 from ..errors import UserError, one_line
 from .config import TrainConfig
+from .distributed import Distributed
 
 
 def wrap_for_training(model: nn.Module, train_cfg: TrainConfig, ctx: Distributed) -> nn.Module:

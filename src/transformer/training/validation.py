@@ -13,9 +13,9 @@ import math
 import torch
 from torch import nn
 
-from .loss import label_smoothed_loss
 from ..decoding.eval_mode import eval_mode
 from .config import TrainConfig
+from .loss import label_smoothed_loss
 from .resume import Progress
 from .tasks import Task
 

@@ -12,9 +12,10 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
-# Two worker processes: the tests run one torch thread each, so two cores take two at once.
+# Two worker processes, each taking whole test files: the tests run one torch thread each,
+# so two cores take two at once (tests/conftest.py starts the longest files first).
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 demo: $(BIN)/.installed
 	$(BIN)/transformer train copy --out runs/copy-demo --overwrite

@@ -17,6 +17,20 @@ from kit import train_translation_run, write_corpus
 from serve_helpers import Server
 
 
+# The files with the longest trainings, longest first. `make test` runs two worker
+# processes, each taking whole files (--dist loadfile: a file's module fixtures are built
+# once); started first, the long files never leave one worker busy while the other idles.
+LONGEST = ("test_train_copy.py", "test_translation_smoke.py", "test_distributed.py",
+           "test_resume.py", "test_explorer_browser.py", "test_gpu_script.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST)
+    items.sort(key=rank)  # stable: the order within each file, and of the rest, is kept
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

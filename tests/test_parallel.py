@@ -91,7 +91,7 @@ def test_undecodable_bytes_inside_gzip(tmp_path):
         read_lines(path)
 
 
-@pytest.mark.parametrize("data", [b"this is not gzip at all\n", gzip.compress(b"a\nb\n" * 100)[:-12]])
+@pytest.mark.parametrize("data", [b"this is not gzip at all\n", gzip.compress(b"a\nb\n" * 100, mtime=0)[:-12]], ids=["not gzip", "truncated gzip"])
 def test_corrupt_or_truncated_gzip(tmp_path, data):
     path = write(tmp_path / "bad.en.gz", data)
     with pytest.raises(UserError, match=rf"^{re.escape(str(path))}: not a valid gzip file") as info:

@@ -261,13 +261,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        # One write for the line and its newline: under torchrun every rank writes to the
+        # same stderr, and print's two writes would let another rank's line in between.
+        sys.stderr.write(f"error: {error}\n")
         return 2
     except Interrupted as stop:
-        print(f"\n{stop}", file=sys.stderr)
+        sys.stderr.write(f"\n{stop}\n")
         return INTERRUPTED_EXIT_CODE
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        sys.stderr.write("\ninterrupted\n")
         return INTERRUPTED_EXIT_CODE
     except BrokenPipeError:
         # The reader went away (`translate ... | head -1`): stop quietly, as Unix tools do.

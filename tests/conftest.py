@@ -16,7 +16,6 @@ import torch
 from kit import train_translation_run, write_corpus
 from serve_helpers import Server
 
-
 # The files with the longest trainings, longest first. `make test` runs two worker
 # processes, each taking whole files (--dist loadfile: a file's module fixtures are built
 # once); started first, the long files never leave one worker busy while the other idles.

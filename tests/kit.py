@@ -91,13 +91,14 @@ def train_translation_run(run_dir: Path, src: Path, tgt: Path, *extra) -> None:
     assert code == 0
 
 
-def train_copy_run(run_dir: Path, *extra) -> int:
-    """`train copy` with the copy recipe on the tiny model, quietly; `extra` last (it wins).
-    Returns the exit code."""
+def train_copy_run(run_dir: Path, *extra, quiet: bool = True) -> int:
+    """Six steps of `train copy` (the copy recipe) on the tiny model; `extra` arguments last,
+    so they win (e.g. "--steps", 3, "--set", "precision=bf16"). Returns the exit code."""
     torch.set_num_threads(1)
-    return main(["train", "copy", "--config", "copy", "--quiet", "--out", str(run_dir),
-                 "--steps", "6", "--set", *TINY_MODEL, "batch_size=8", "eval_examples=10",
-                 "log_every=1", "eval_every=3", "target_exact_match=0", *map(str, extra)])
+    return main(["train", "copy", "--config", "copy", *(["--quiet"] if quiet else []),
+                 "--out", str(run_dir), "--steps", "6", "--set", *TINY_MODEL, "batch_size=8",
+                 "eval_examples=10", "log_every=1", "eval_every=3", "target_exact_match=0",
+                 *map(str, extra)])
 
 
 def run_settings(run_dir: Path) -> RunSettings:
@@ -106,11 +107,22 @@ def run_settings(run_dir: Path) -> RunSettings:
 
 # --- metrics.jsonl ---------------------------------------------------------------------------
 
+def metrics(run_dir: Path) -> list[dict]:
+    """Every record of the run's metrics.jsonl, in file order."""
+    return read_metrics(Path(run_dir) / METRICS_FILE)
+
+
 def evaluations(run_dir: Path) -> list[dict]:
     """The run's evaluation records, in file order."""
-    return [r for r in read_metrics(Path(run_dir) / METRICS_FILE) if r.get("kind") == "eval"]
+    return [r for r in metrics(run_dir) if r.get("kind") == "eval"]
 
 
 def training_records(run_dir: Path) -> list[dict]:
     """The run's training records, in file order."""
-    return [r for r in read_metrics(Path(run_dir) / METRICS_FILE) if r.get("kind") == "train"]
+    return [r for r in metrics(run_dir) if r.get("kind") == "train"]
+
+
+def train_losses(run_dir: Path) -> dict[int, float]:
+    """step -> training loss; a step logged twice (a resumed run repeats the steps after
+    its last checkpoint) keeps its later record."""
+    return {r["step"]: r["loss"] for r in training_records(run_dir)}

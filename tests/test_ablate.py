@@ -39,6 +39,8 @@ from transformer.run.ablated_attention import (
 from transformer.run.rundir import load_run
 from transformer.training.schedule import adam, make_scheduler, noam_lr
 
+from kit import metrics
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1",
         "batch_size=16", "max_length=6", "eval_every=30", "eval_examples=20", "log_every=5"]
@@ -146,7 +148,7 @@ def test_ablate_trains_every_variant_and_writes_the_report(tmp_path, capsys):
     runs = {}
     for name in names:
         config = json.loads((out / name / "config.json").read_text())
-        records = [json.loads(line) for line in (out / name / "metrics.jsonl").read_text().splitlines()]
+        records = metrics(out / name)
         runs[name] = (config, records)
         train = [r for r in records if r["kind"] == "train"]
         evals = [r for r in records if r["kind"] == "eval"]

@@ -8,7 +8,6 @@ batches' examples, however unevenly their lengths fall. The Noam scheduler steps
 per update, never per micro-batch.
 """
 
-import json
 
 import pytest
 
@@ -17,6 +16,7 @@ from transformer.cli.main import main
 from transformer.model.transformer import Transformer
 from transformer.training.schedule import NoamScheduler, adam, noam_lr
 
+from kit import metrics
 from training_reference import (
     TINY_SETS,
     assert_same_training,
@@ -54,8 +54,7 @@ def test_k_micro_batches_equal_one_batch_of_all_their_examples(accumulated_run):
 
 def test_the_scheduler_steps_once_per_update(accumulated_run):
     cfg, train_cfg, _ = read_run(accumulated_run)
-    records = [json.loads(line) for line in
-               (accumulated_run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = metrics(accumulated_run)
     logged = {r["step"]: r["lr"] for r in records if r["kind"] == "train"}
     # Update n (1-based) ran at noam_lr(n): K micro-batches did not advance the schedule.
     assert logged == pytest.approx(

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from transformer.checkpoint import atomic
-from transformer.checkpoint.atomic import list_folders, remove_folder, tidy, write_folder
+from transformer.checkpoint.atomic import (
+    list_folders,
+    remove_folder,
+    tidy,
+    write_folder,
+)
 
 from kill_helpers import die_at
 

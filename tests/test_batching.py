@@ -7,7 +7,12 @@ import random
 import pytest
 import torch
 
-from transformer.data.batching import collate, example_lengths, padding_fraction, token_batches
+from transformer.data.batching import (
+    collate,
+    example_lengths,
+    padding_fraction,
+    token_batches,
+)
 from transformer.errors import UserError
 
 

@@ -5,17 +5,17 @@ translation run.
 
 from __future__ import annotations
 
+import shutil
 import struct
 from pathlib import Path
 
 import pytest
-import torch
 
-from transformer.cli.main import main
+from transformer.cli import experiments as experiments_commands
+from transformer.serving.service import TranslationService
 
-from kit import run_main
+from kit import run_main, train_copy_run
 
-TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
 ATTENTION_FILES = {"attention-encoder-layer1.png", "attention-decoder-self-layer1.png",
                    "attention-cross-layer1.png"}  # one map per kind and layer; one layer each
 
@@ -41,36 +41,15 @@ def assert_pictures(paths: list[Path], min_bytes: int = 3000) -> None:
 @pytest.fixture(scope="module")
 def copy_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("copy") / "run"
-    torch.set_num_threads(1)
-    code = main(["train", "copy", "--config", "copy", "--quiet",
-                 "--steps", "6", "--out", str(run_dir), "--set", *TINY_MODEL, "batch_size=8",
-                 "eval_examples=10", "log_every=1", "eval_every=3", "target_exact_match=0"])
-    assert code == 0
+    assert train_copy_run(run_dir) == 0
     return run_dir
 
 
 @pytest.fixture(scope="module")
-def translation_run(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("translation")
-    animals = ["cat", "dog", "bird", "horse", "fish"]
-    tiere = ["katze", "hund", "vogel", "pferd", "fisch"]
-    colours = ["red", "blue", "green", "small", "big"]
-    farben = ["rote", "blaue", "grüne", "kleine", "große"]
-    en, de = [], []
-    for i in range(100):
-        a, c = i % 5, i // 5 % 5
-        en.append(f"the {colours[c]} {animals[a]} runs .")
-        de.append(f"die {farben[c]} {tiere[a]} läuft .")
-    (folder / "train.en").write_text("\n".join(en) + "\n", encoding="utf-8")
-    (folder / "train.de").write_text("\n".join(de) + "\n", encoding="utf-8")
-    run_dir = folder / "run"
-    torch.set_num_threads(1)
-    code = main(["train", "parallel", "--src", str(folder / "train.en"), "--tgt",
-                 str(folder / "train.de"), "--out", str(run_dir), "--steps", "3", "--quiet",
-                 "--set", *TINY_MODEL, "vocab_size=120", "max_len=24", "batch_tokens=256",
-                 "eval_every=1000", "bleu_every=1000", "beam_size=1", "max_len_b=5",
-                 "log_every=1"])
-    assert code == 0
+def translation_run(trained_translation_run, tmp_path_factory) -> Path:
+    """The shared trained run, copied: plotting writes into its folder."""
+    run_dir = tmp_path_factory.mktemp("translation") / "run"
+    shutil.copytree(trained_translation_run, run_dir)
     return run_dir
 
 
@@ -93,7 +72,7 @@ def test_plot_attention_of_a_synthetic_run(copy_run, capsys):
 
 
 def test_plot_attention_of_a_translation_run(translation_run, capsys):
-    code, out, err = run_main(capsys, ["plot", translation_run, "--attention", "the red cat runs ."])
+    code, out, err = run_main(capsys, ["plot", translation_run, "--attention", "the cat sees a book ."])
     assert code == 0, err
     written = {Path(line).name for line in out.split()}
     assert {"loss.png", "lr.png"} | ATTENTION_FILES <= written
@@ -118,3 +97,23 @@ def test_plot_of_a_folder_without_metrics(tmp_path, capsys):
     code, _, err = run_main(capsys, ["plot", tmp_path])
     assert code == 2
     assert err.startswith("error: ") and str(tmp_path / "metrics.jsonl") in err
+
+
+def test_plot_draws_the_maps_the_explorer_shows(translation_run, capsys, monkeypatch):
+    """One sentence, one set of maps: plot --attention decodes as the server and the
+    explorer do (the same source ids, beam, hypothesis), so it draws what they show."""
+    drawn = {}
+
+    def capture(maps, src_tokens, tgt_tokens, out_dir):
+        drawn.update(maps=maps, src=src_tokens, tgt=tgt_tokens)
+        return []
+
+    monkeypatch.setattr(experiments_commands, "plot_attention", capture)
+    sentence = "the cat ⚽ sees a book ."  # with a symbol the vocabulary lacks: left out by both
+    code, _, err = run_main(capsys, ["plot", translation_run, "--attention", sentence])
+    assert code == 0, err
+    shown = TranslationService(translation_run).translate({"text": sentence, "attention": True})
+    assert drawn["src"] == shown["source_tokens"] and "<unk>" not in drawn["src"]
+    assert drawn["tgt"] == shown["decoder_input_tokens"]
+    for kind, key in (("encoder", "encoder"), ("decoder_self", "decoder"), ("cross", "cross")):
+        assert [layer.tolist() for layer in drawn["maps"][kind]] == shown["attention"][key], kind

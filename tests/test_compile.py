@@ -11,7 +11,6 @@ before it starts with one line naming the key, exit 2, not a traceback; checked 
 making torch.compile fail, which takes no compiling at all.
 """
 
-import json
 import os
 import shutil
 import time
@@ -20,20 +19,19 @@ import pytest
 import torch
 
 from transformer import Transformer, TransformerConfig
-from transformer.cli.main import main
 from transformer.data.batching import collate
 from transformer.errors import UserError
 from transformer.training.config import TrainConfig
 from transformer.training.distributed import Distributed
 from transformer.training.runtime import wrap_for_training
 
+from kit import metrics, train_copy_run
+
 COMPILER = next((c for c in (os.environ.get("CXX"), "g++", "c++", "clang++") if c and shutil.which(c)), None)
 needs_compiler = pytest.mark.skipif(
     COMPILER is None, reason="torch.compile's CPU backend (inductor) generates C++ and needs a "
                              "C++ compiler: none of $CXX, g++, c++, clang++ is on PATH")
-TINY_RUN = ["--steps", "3", "--quiet", "--set", "d_model=16", "n_heads=2", "d_ff=32",
-            "n_encoder_layers=1", "n_decoder_layers=1", "max_len=16", "num_symbols=8",
-            "max_length=6", "batch_size=8", "eval_examples=4", "log_every=1", "compile=true"]
+COMPILED = ["--steps", "3", "--set", "compile=true"]  # the kit's tiny copy run, compiled
 
 
 @needs_compiler
@@ -61,9 +59,9 @@ def test_compiled_model_gives_the_eager_logits():
                            "set TRANSFORMER_SLOW_TESTS=1")
 def test_training_with_compile_true_through_the_command_line(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main(["train", "copy", "--out", str(run_dir), *TINY_RUN])
+    code = train_copy_run(run_dir, *COMPILED)
     assert code == 0, capsys.readouterr().err
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(run_dir)
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     assert (run_dir / "checkpoints" / "step-000003" / "model.safetensors").is_file()
@@ -106,7 +104,7 @@ def test_compile_failure_is_one_line_naming_the_key(fake, reason, monkeypatch):
 def test_compile_failure_on_the_command_line_exits_2_before_training(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch, "compile", no_compiler)
     run_dir = tmp_path / "run"
-    assert main(["train", "copy", "--out", str(run_dir), *TINY_RUN]) == 2
+    assert train_copy_run(run_dir, *COMPILED) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "compile = true" in err and "C++ compiler" in err, err
     assert not (run_dir / "metrics.jsonl").exists()  # stopped before the first step

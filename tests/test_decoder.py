@@ -25,7 +25,15 @@ from transformer import Transformer, causal_mask, padding_mask
 from transformer.model.decoder import Decoder, cache_length, reorder_cache
 from transformer.model.masks import decoder_self_mask
 
-from references import BOS, PAD, VOCAB, assert_same_outputs, padded_batch, reference_decoder, tiny
+from references import (
+    BOS,
+    PAD,
+    VOCAB,
+    assert_same_outputs,
+    padded_batch,
+    reference_decoder,
+    tiny,
+)
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])

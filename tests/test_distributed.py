@@ -16,7 +16,6 @@ their own run only with TRANSFORMER_SLOW_TESTS=1. The per-rank random states and
 choice of GPU are also tested within this process.
 """
 
-import json
 import os
 import random
 import shutil
@@ -35,10 +34,10 @@ from transformer.cli.main import main
 from transformer.errors import UserError
 from transformer.model.transformer import Transformer
 from transformer.training.distributed import Distributed, resolve_device
-from transformer.training.metrics import METRICS_FILE, read_metrics
 from transformer.training.resume import restore, rng_state
 from transformer.training.schedule import adam, make_scheduler
 
+from kit import metrics, train_losses
 from training_reference import (
     TINY_SETS,
     assert_same_training,
@@ -136,8 +135,7 @@ def test_only_rank_0_writes(ddp_run):
     saved_by = [line.split()[0] for line in saves.read_text(encoding="utf-8").splitlines()]
     assert saved_by and set(saved_by) == {"0"}, saved_by  # checkpoints: rank 0's alone
 
-    records = [json.loads(line) for line in
-               (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    records = metrics(run_dir)
     keys = [(r["kind"], r["step"]) for r in records]
     assert sorted(keys) == [("eval", 1), ("eval", 2), ("train", 1), ("train", 2)]  # no duplicates
 
@@ -196,12 +194,6 @@ with open(os.path.join(sys.argv[1], "exit-" + os.environ["RANK"]), "w") as f:
 sys.exit(code)
 """
 DROPOUT_RUN = ["--steps", "6", "--quiet", "--set", *TINY_SETS, "dropout=0.1", "save_every=1000"]
-
-
-def train_losses(run_dir) -> dict:
-    """step -> training loss (rank 0's) from metrics.jsonl, the later record of a step winning."""
-    records = read_metrics(run_dir / METRICS_FILE)
-    return {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,14 @@ from transformer import Transformer, padding_mask
 from transformer.model.encoder import Encoder
 from transformer.model.feedforward import PositionwiseFeedForward
 
-from references import PAD, VOCAB, assert_same_outputs, padded_source, reference_encoder, tiny
+from references import (
+    PAD,
+    VOCAB,
+    assert_same_outputs,
+    padded_source,
+    reference_encoder,
+    tiny,
+)
 
 
 @pytest.mark.parametrize("attention", ["fused", "manual"])

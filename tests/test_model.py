@@ -26,7 +26,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from transformer import Transformer, TransformerConfig, padding_mask, scaled_dot_product_attention
+from transformer import (
+    Transformer,
+    TransformerConfig,
+    padding_mask,
+    scaled_dot_product_attention,
+)
 from transformer.model.masks import decoder_self_mask
 from transformer.training.config import TrainConfig
 from transformer.training.distributed import Distributed
@@ -34,7 +39,14 @@ from transformer.training.loss import label_smoothed_loss
 from transformer.training.schedule import adam, make_scheduler
 from transformer.training.update import update
 
-from references import PAD, VOCAB, ignore_masks, padded_batch, reference_transformer, tiny
+from references import (
+    PAD,
+    VOCAB,
+    ignore_masks,
+    padded_batch,
+    reference_transformer,
+    tiny,
+)
 
 # --- shapes ---------------------------------------------------------------------------
 

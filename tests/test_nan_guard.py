@@ -26,7 +26,8 @@ from transformer.training import loop
 from transformer.training import update as training
 from transformer.training.schedule import adam
 
-from kit import assert_user_error, train_copy_run, training_records
+from kit import assert_user_error, train_copy_run
+from kit import train_losses as train_records
 
 STEPS = 6
 
@@ -35,10 +36,6 @@ def train_copy(run_dir: Path, *extra: str) -> int:
     """The kit's tiny copy run, with dropout (its random state must resume too)."""
     return train_copy_run(run_dir, "--steps", STEPS, "--set", "dropout=0.1", "eval_every=1000",
                           *extra)
-
-
-def train_records(run_dir: Path) -> dict[int, float]:
-    return {record["step"]: record["loss"] for record in training_records(run_dir)}
 
 
 def nan_from_call(n: int, monkeypatch) -> None:

@@ -9,7 +9,12 @@ from test_metrics import write_metrics
 import transformer as T
 from transformer.decoding.attention_maps import collect_attention, recording_attention
 from transformer.errors import UserError
-from transformer.experiments.plots import plot_attention, plot_curves, plot_losses, smooth
+from transformer.experiments.plots import (
+    plot_attention,
+    plot_curves,
+    plot_losses,
+    smooth,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -10,7 +10,6 @@ precision is a usage error (exit 2) naming the key.
 """
 
 import contextlib
-import json
 import math
 
 import pytest
@@ -18,27 +17,21 @@ import torch
 from safetensors import safe_open
 
 from transformer import Transformer, TransformerConfig
-from transformer.cli.main import main
 from transformer.training import runtime
 from transformer.training.config import TrainConfig
 from transformer.training.distributed import Distributed
 from transformer.training.runtime import autocast, bf16_supported, check_precision
 
-TINY_RUN = ["--steps", "3", "--quiet", "--set", "d_model=16", "n_heads=2", "d_ff=32",
-            "n_encoder_layers=1", "n_decoder_layers=1", "max_len=16", "num_symbols=8",
-            "max_length=6", "batch_size=8", "eval_examples=4", "log_every=1", "warmup=1",
-            "lr_factor=0.004"]
+from kit import metrics, train_copy_run
+
+THREE_STEPS = ["--steps", "3", "--set"]  # then the keys of the case
 
 
 def test_a_few_bf16_updates_on_the_cpu_give_finite_losses(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    code = main(["train", "copy", "--out", str(run_dir), "--steps", "3", "--quiet", "--set",
-                 "d_model=16", "n_heads=2", "d_ff=32", "n_encoder_layers=1", "n_decoder_layers=1",
-                 "max_len=16", "num_symbols=8", "max_length=6", "batch_size=8",
-                 "eval_examples=4", "log_every=1", "warmup=1", "lr_factor=0.004",
-                 "precision=bf16"])
+    code = train_copy_run(run_dir, *THREE_STEPS, "precision=bf16")
     assert code == 0, capsys.readouterr().err
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(run_dir)
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert len(losses) == 3 and all(math.isfinite(x) for x in losses), losses
     assert all(math.isfinite(r["loss"]) for r in records if r["kind"] == "eval")
@@ -96,17 +89,16 @@ def test_bf16_without_support_warns_once_and_runs_in_float32(monkeypatch, capsys
 def test_a_bf16_run_without_support_trains_in_float32(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runtime, "bf16_supported", lambda device: False)
     run_dir = tmp_path / "run"
-    assert main(["train", "copy", "--out", str(run_dir), *TINY_RUN, "precision=bf16"]) == 0
+    assert train_copy_run(run_dir, *THREE_STEPS, "precision=bf16") == 0
     err = capsys.readouterr().err
     assert [line for line in err.splitlines() if "bf16" in line] == [
         'warning: precision = "bf16": cpu has no bfloat16 support; training in float32']
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(run_dir)
     assert all(math.isfinite(r["loss"]) for r in records)
 
 
 def test_an_unknown_precision_is_a_usage_error_naming_the_key(tmp_path, capsys):
-    assert main(["train", "copy", "--out", str(tmp_path / "run"), *TINY_RUN,
-                 "precision=fp16"]) == 2
+    assert train_copy_run(tmp_path / "run", *THREE_STEPS, "precision=fp16") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "precision" in err and "fp16" in err, err
     assert not (tmp_path / "run").exists()
@@ -140,6 +132,6 @@ def test_auto_on_cuda_follows_native_support_and_says_nothing(monkeypatch, capsy
 
 def test_a_run_says_which_precision_it_trains_in(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runtime, "bf16_native", lambda device: False)
-    loud = [arg for arg in TINY_RUN if arg != "--quiet"]  # the description is not printed quietly
-    assert main(["train", "copy", "--out", str(tmp_path / "run"), *loud, "precision=auto"]) == 0
+    # the description is not printed quietly
+    assert train_copy_run(tmp_path / "run", *THREE_STEPS, "precision=auto", quiet=False) == 0
     assert "parameters; training copy from step 0 to 3 on cpu in fp32" in capsys.readouterr().out

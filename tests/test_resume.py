@@ -16,7 +16,6 @@ SIGTERM. The runs that are not stopped (the reference, the resumes) call the sam
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -34,6 +33,8 @@ from transformer.cli.main import main
 from transformer.model.config import TransformerConfig
 from transformer.model.transformer import Transformer
 from transformer.training.schedule import NoamScheduler, adam
+
+from kit import train_losses
 
 CONFIG = "copy"
 STEPS = 60  # long enough that a SIGTERM sent after the first few steps lands before the end
@@ -67,17 +68,6 @@ def start_cli(args: list[str], driver: Path | None = None) -> subprocess.Popen:
     program = [str(driver)] if driver else ["-m", "transformer"]
     return subprocess.Popen([sys.executable, *program, *args], env=environment(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def train_losses(run_dir: Path) -> dict[int, float]:
-    """step -> training loss from metrics.jsonl; a step logged twice (a resumed run
-    repeats the steps after its last checkpoint) keeps its later record."""
-    losses = {}
-    for line in (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
-        if record["kind"] == "train":
-            losses[record["step"]] = record["loss"]
-    return losses
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = TIMEOUT) -> None:

@@ -16,18 +16,19 @@ from transformer.checkpoint.catalogue import (
 )
 from transformer.run.rundir import read_settings
 
-from kit import TINY_MODEL, assert_user_error, run_main, train_translation_run, write_corpus
+from kit import (
+    assert_user_error,
+    run_main,
+    train_copy_run,
+    train_translation_run,
+    write_corpus,
+)
 
-SMALL_COPY = [*TINY_MODEL, "batch_size=8", "eval_examples=10", "save_every=2",
-              "target_exact_match=0"]
 
-
-def train_copy(capsys, out: Path, *flags) -> str:
-    """Four steps of a tiny copy run into `out`; returns stdout."""
-    code, stdout, err = run_main(capsys, ["train", "copy", "--quiet", "--steps", "4", "--out", out,
-                                          *flags, "--set", *SMALL_COPY])
-    assert code == 0, err
-    return stdout
+def train_copy(capsys, out: Path, *flags) -> None:
+    """Four steps of the kit's tiny copy run into `out`, a checkpoint every 2."""
+    code = train_copy_run(out, "--steps", 4, *flags, "--set", "save_every=2")
+    assert code == 0, capsys.readouterr().err
 
 
 def train_settings(run_dir: Path):
@@ -60,9 +61,7 @@ def test_overwrite_replaces_a_run_directory(tmp_path, capsys):
     run_dir = tmp_path / "run"
     train_copy(capsys, run_dir)
     assert latest_checkpoint(run_dir).name == "step-000004"
-    code, _, err = run_main(capsys, ["train", "copy", "--quiet", "--steps", "2", "--out", run_dir,
-                                     "--overwrite", "--set", *SMALL_COPY])
-    assert code == 0, err
+    assert train_copy_run(run_dir, "--steps", 2, "--overwrite") == 0
     assert [p.name for p in step_checkpoints(run_dir)] == ["step-000002"]
 
 

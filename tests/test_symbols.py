@@ -12,16 +12,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-from transformer.cli.main import main
 from transformer.data.symbols import SymbolVocabulary
 from transformer.errors import UserError
 from transformer.run.rundir import load_run
 from transformer.training.tasks import SyntheticTask
 
 from explorer_helpers import embedded_data
-from kit import TINY_MODEL, assert_user_error, run_main
+from kit import assert_user_error, run_main, train_copy_run
 from serve_helpers import Server, assert_error
 
 NUM_SYMBOLS = 8
@@ -31,11 +29,10 @@ NUM_SYMBOLS = 8
 def copy_run(tmp_path_factory) -> Path:
     """A copy run of 8 symbols, lengths 3 to 6, stopped once exact match reaches 100%."""
     run_dir = tmp_path_factory.mktemp("copy") / "run"
-    torch.set_num_threads(1)
-    code = main(["train", "copy", "--config", "copy", "--quiet", "--out", str(run_dir),
-                 "--steps", "400", "--set", *TINY_MODEL, f"num_symbols={NUM_SYMBOLS}",
-                 "max_length=6", "batch_size=32", "warmup=60", "lr_factor=1.0",
-                 "eval_every=20", "eval_examples=40", "save_every=1000"])
+    code = train_copy_run(run_dir, "--steps", 400, "--set", f"num_symbols={NUM_SYMBOLS}",
+                          "max_length=6", "batch_size=32", "warmup=60", "lr_factor=1.0",
+                          "eval_every=20", "eval_examples=40", "save_every=1000",
+                          "target_exact_match=1.0")
     assert code == 0
     return run_dir
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import contextlib
 import inspect
 import io
-import json
 from pathlib import Path
 
 import pytest
 
 from transformer.training.config import TrainConfig
 
-from kit import MAX_LEN, run_main, train_translation_run, write_corpus
+from kit import MAX_LEN, evaluations, run_main, train_translation_run, write_corpus
 
 LIMIT = MAX_LEN - 1  # tokens a source may have (collate adds <eos>)
 LONG = " ".join(["the red car"] * MAX_LEN)  # >= 3 * MAX_LEN tokens
@@ -99,11 +98,6 @@ def long_validation_run(tmp_path_factory) -> tuple[Path, str]:
                               "--valid-tgt", folder / "valid.de",
                               "--set", "max_len=16", "eval_every=2", "bleu_every=0")
     return folder / "run", printed.getvalue()
-
-
-def evaluations(run_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in records if r["kind"] == "eval"]
 
 
 def test_bleu_evaluation_cuts_a_validation_sentence_past_max_len(long_validation_run):

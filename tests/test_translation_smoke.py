@@ -3,7 +3,6 @@ real sentence pairs, translate a file, score with sacreBLEU. Not about quality (
 benchmarks/multi30k.sh), about every piece of the pipeline working together: the one
 bound on quality is that the model beats copying its English source."""
 
-import json
 
 import pytest
 import torch
@@ -12,6 +11,8 @@ from transformer.cli.main import main
 from transformer.data.parallel import find_multi30k_dir, load_multi30k
 from transformer.decoding.bleu import corpus_bleu
 from transformer.errors import UserError
+
+from kit import metrics
 
 try:
     DATA = find_multi30k_dir()
@@ -45,7 +46,7 @@ def run(tmp_path_factory):
 
 
 def test_training_loss_falls(run):
-    records = [json.loads(line) for line in (run / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = metrics(run / "run")
     train = [r["loss"] for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     assert train[-1] < 0.75 * train[0], (train[0], train[-1])

@@ -13,6 +13,7 @@ import torch
 
 from ..checkpoint.catalogue import describe_checkpoint
 from ..decoding.analyze import analyze
+from ..decoding.translate import DEFAULT_BEAM
 from ..errors import UserError
 from ..experiments.ablate import ablate as run_ablation
 from ..experiments.ablate_report import format_table
@@ -36,13 +37,13 @@ def plot(args) -> int:
 
 def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None,
                        notes: list[str]) -> list[Path]:
-    """Every attention map of `sentence` translated as the explorer translates it (the
-    run's decoding settings, beam search): one PNG per kind and layer."""
+    """Every attention map of `sentence` translated as the explorer and the server translate
+    it (beam search, the run's length penalty and limit): one PNG per kind and layer."""
     run = load_run(run_dir, checkpoint)
     notes.append(f"using checkpoint {describe_checkpoint(run.checkpoint)}")
     try:  # a synthetic run reads its symbols, e.g. "3 1 4 1 5", and refuses anything else
         answer = analyze(run.model, run.vocab, sentence, run.settings.train.decoding,
-                         attention=True)
+                         beam=DEFAULT_BEAM, attention=True)
     except UserError as error:
         raise UserError(f"--attention {sentence!r}: {error}") from None
     attention = answer["attention"]

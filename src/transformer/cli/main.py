@@ -30,6 +30,7 @@ import os
 import sys
 
 from ..data.parallel import MULTI30K_TEST
+from ..decoding.translate import DEFAULT_BEAM
 from ..errors import UserError
 from ..run.settings import RESUMABLE_KEYS
 from ..training.config import TASK_CHOICES
@@ -151,7 +152,8 @@ def add_translate(sub) -> None:
     p.add_argument("sentences", nargs="*")
     p.add_argument("--input", help="a file with one sentence per line, translated in batches "
                                    "('-' = stdin, read and answered line by line)")
-    p.add_argument("--beam", type=at_least(1), help="beam size; 1 = greedy (default 4)")
+    p.add_argument("--beam", type=at_least(1),
+                   help=f"beam size; 1 = greedy (default {DEFAULT_BEAM})")
     p.add_argument("--n-best", type=at_least(1), metavar="K",
                    help="the K best translations of each sentence (K <= --beam), or with "
                         "--sample K samples; format below")
@@ -194,7 +196,7 @@ def add_score_and_evaluate(sub) -> None:
     p.add_argument("run_dir")
     p.add_argument("--split", help=f"Multi30k split (default {MULTI30K_TEST}; a run "
                                    "trained on its own files: its validation files)")
-    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--beam", type=at_least(1), default=DEFAULT_BEAM)
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")
@@ -219,7 +221,7 @@ def add_serving(sub) -> None:
     p.add_argument("sentence")
     p.add_argument("--out", required=True, help="the HTML file to write")
     p.add_argument("--compare", metavar="OTHER_RUN_DIR", help="the same sentence through a second run, side by side")
-    p.add_argument("--beam", type=at_least(1), default=4)
+    p.add_argument("--beam", type=at_least(1), default=DEFAULT_BEAM)
     p.add_argument("--device", default="cpu")
 
 

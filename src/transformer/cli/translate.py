@@ -30,12 +30,11 @@ from ..decoding.beam import gnmt_length_penalty
 from ..decoding.bleu import corpus_bleu
 from ..decoding.sampling import row_generators, sample_decode
 from ..decoding.scoring import score_pairs
-from ..decoding.translate import best_texts, length_batches
+from ..decoding.translate import DEFAULT_BEAM, best_texts, length_batches
 from ..decoding.translate import translate as beam_translate
 from ..errors import UserError
 from ..run.rundir import LoadedRun, load_run
 
-DEFAULT_BEAM = 4  # the paper's (Section 6.1)
 # Per source sentence: its hypotheses, each (tokens, the beam's score, or None for a sample).
 Found = list[list[tuple[list[int], float | None]]]
 

@@ -24,6 +24,9 @@ from ..data.sources import encode_sources
 from .beam import beam_search
 
 BATCH_SENTENCES = 64
+# The beam of the paper (Section 6.1): what translate, evaluate, serve, explore and plot
+# search with unless told otherwise. (Validation BLEU uses the run's `beam_size`.)
+DEFAULT_BEAM = 4
 # Per source sentence: its hypotheses, best first, each (tokens, the beam's score).
 Found = list[list[tuple[list[int], float]]]
 

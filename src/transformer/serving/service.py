@@ -35,11 +35,11 @@ from ..checkpoint.catalogue import all_checkpoints, checkpoint_steps, pick_check
 from ..checkpoint.format import weights_file
 from ..data.symbols import SymbolVocabulary
 from ..decoding.analyze import analyze, encode_source
+from ..decoding.translate import DEFAULT_BEAM
 from ..errors import UserError
 from ..run.rundir import bleu_history, load_run
 
 REQUEST_FIELDS = ("text", "texts", "beam", "n_best", "attention", "checkpoint")
-DEFAULT_BEAM = 4  # the paper's beam (Section 6.1), as `transformer translate`
 MAX_BEAM = 16  # every beam costs a decoder row per step: a bound on one request's work
 MAX_TEXTS = 64  # sentences in one batch request, for the same reason
 MAX_LOADED = 4  # checkpoints kept in memory at once

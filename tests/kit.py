@@ -13,6 +13,7 @@ model (TINY_MODEL), a made-up English -> German corpus from a tiny grammar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -126,3 +127,24 @@ def train_losses(run_dir: Path) -> dict[int, float]:
     """step -> training loss; a step logged twice (a resumed run repeats the steps after
     its last checkpoint) keeps its later record."""
     return {r["step"]: r["loss"] for r in training_records(run_dir)}
+
+
+def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):
+    """A made-up metrics.jsonl of a 400-step run: train records every 10 steps, eval every
+    100 (test_metrics.py reads it back, test_plots.py draws its curves)."""
+    lines = []
+    for step in range(10, 410, 10):
+        lines.append({"kind": "train", "step": step, "loss": 5.0 / (1 + step / 100),
+                      "lr": 1e-3 * min(step / 100, (100 / step) ** 0.5), "tokens_per_s": 5000.0})
+        if step % 100 == 0:
+            record = {"kind": "eval", "step": step, "loss": 4.0 / (1 + step / 100), "ppl": 20.0,
+                      "accuracy": step / 1000}
+            if bleu:
+                record["bleu"] = step / 20
+            if exact_match:
+                record["exact_match"] = step / 400
+            lines.append(record)
+    text = "".join(json.dumps(record) + "\n" for record in lines)
+    if truncated_tail:  # a run killed in the middle of writing a line
+        text += '{"kind": "train", "step": 410, "lo'
+    (run_dir / "metrics.jsonl").write_text(text)

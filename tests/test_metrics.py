@@ -5,34 +5,12 @@ an error naming the file and line; a series is sorted by step, a repeated step k
 later record, and records without a finite value are left out.
 """
 
-import json
-
 import pytest
 
 from transformer.errors import UserError
 from transformer.training.metrics import metric_series, read_metrics
 
-
-def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):
-    """metrics.jsonl of a 400-step run: train records every 10 steps, eval every 100.
-
-    test_plots.py draws its curves from the same file."""
-    lines = []
-    for step in range(10, 410, 10):
-        lines.append({"kind": "train", "step": step, "loss": 5.0 / (1 + step / 100),
-                      "lr": 1e-3 * min(step / 100, (100 / step) ** 0.5), "tokens_per_s": 5000.0})
-        if step % 100 == 0:
-            record = {"kind": "eval", "step": step, "loss": 4.0 / (1 + step / 100), "ppl": 20.0,
-                      "accuracy": step / 1000}
-            if bleu:
-                record["bleu"] = step / 20
-            if exact_match:
-                record["exact_match"] = step / 400
-            lines.append(record)
-    text = "".join(json.dumps(record) + "\n" for record in lines)
-    if truncated_tail:  # a run killed in the middle of writing a line
-        text += '{"kind": "train", "step": 410, "lo'
-    (run_dir / "metrics.jsonl").write_text(text)
+from kit import write_metrics
 
 
 def test_read_metrics_skips_a_truncated_last_line(tmp_path):

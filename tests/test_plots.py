@@ -4,7 +4,6 @@ and layer."""
 
 import pytest
 import torch
-from test_metrics import write_metrics
 
 import transformer as T
 from transformer.decoding.attention_maps import collect_attention, recording_attention
@@ -15,6 +14,8 @@ from transformer.experiments.plots import (
     plot_losses,
     smooth,
 )
+
+from kit import write_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -117,13 +117,18 @@ document.body.dataset.check = JSON.stringify(seen);
 </body>"""
 
 
+def checked(html: str, script: str, page: Path, tmp_path: Path) -> tuple:
+    """(the dom, what `script` left in body's data-check) of `html` with `script` at its
+    end, written to `page` and rendered."""
+    page.write_text(html.replace("</body>", script), encoding="utf-8")
+    dom, _ = render(page, tmp_path)
+    return dom, json.loads(dom.body()["data-check"])
+
+
 def test_offline_page_answers_clicks_and_hovers(pages, tmp_path):
     path, data = pages["single"]
-    page = tmp_path / "clicked.html"
-    page.write_text(path.read_text(encoding="utf-8").replace("</body>", INTERACTIONS),
-                    encoding="utf-8")
-    dom, _ = render(page, tmp_path)
-    seen = json.loads(dom.body()["data-check"])
+    _, seen = checked(path.read_text(encoding="utf-8"), INTERACTIONS, tmp_path / "clicked.html",
+                      tmp_path)
     assert seen["title"] == "Encoder self-attention \u00b7 layer 1 \u00b7 head 2"
     assert seen["selected"] == 1
     S = len(data["results"][0]["result"]["source_tokens"])
@@ -178,10 +183,8 @@ HOVERS = """<script>
 
 def test_zoom_hover_touches_the_lit_row_and_column_only(pages, tmp_path):
     path, data = pages["single"]
-    page = tmp_path / "hovered.html"
-    page.write_text(path.read_text(encoding="utf-8").replace("</body>", HOVERS), encoding="utf-8")
-    dom, _ = render(page, tmp_path)
-    seen = json.loads(dom.body()["data-check"])
+    _, seen = checked(path.read_text(encoding="utf-8"), HOVERS, tmp_path / "hovered.html",
+                      tmp_path)
     S = len(data["results"][-1]["result"]["source_tokens"])
     assert S > 3  # rows and columns 0 to 3 exist
 
@@ -227,11 +230,8 @@ RESIZE = """<script>
 
 
 def test_offline_page_without_attention_survives_a_resize(pages, tmp_path):
-    page = tmp_path / "no-attention.html"
     html = render_page(without_attention(pages["single"][1]))
-    page.write_text(html.replace("</body>", RESIZE), encoding="utf-8")
-    dom, _ = render(page, tmp_path)
-    seen = json.loads(dom.body()["data-check"])
+    dom, seen = checked(html, RESIZE, tmp_path / "no-attention.html", tmp_path)
     assert seen == {"errors": [], "state": "ready"}
     assert not panels(dom) and dom.text["translation"]
 

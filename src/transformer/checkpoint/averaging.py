@@ -4,7 +4,7 @@ obtained by averaging the last 5 checkpoints, which were written at 10-minute in
 `average_checkpoints(paths)` is the element-wise mean of the weights of several
 checkpoints of one model (a state_dict, tying kept); `save_average(run_dir, paths)`
 writes it as a weights-only checkpoint folder, `RUN_DIR/checkpoints/averaged/`, in the
-layout of checkpoint.py, whose readers and `save_weights` it uses.
+layout of format.py, whose readers and `save_weights` it uses.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Two knobs reshape the distribution before each draw:
     temperature T   softmax(logits / T): T < 1 sharpens it (T -> 0 is greedy), T > 1 flattens it
     top_k K         only the K most likely tokens may be drawn (K = 1 is greedy; 0: all of them)
 
-It runs incrementally with the decoder's KV cache, as greedy_decode does (decoding.py).
+It runs incrementally with the decoder's KV cache, as greedy_decode does (greedy.py).
 
     src (B, S) int64  ->  list of B token-id lists, without <bos> and <eos>
 """

@@ -9,8 +9,8 @@ ablation's figure).
 
 Attention: `plot_attention(maps, src_tokens, tgt_tokens, out_dir)` draws the maps of one
 sentence, {"encoder": [(H, S, S)], "decoder_self": [(H, T, T)], "cross": [(H, T, S)]}
-(one per layer, as decoding/analyze.py's `attention_maps` gives them): one PNG per kind
-and layer, one heatmap per head, queries down the rows, keys along the columns.
+(one per layer, as decoding/attention_maps.py's `collect_attention` gives them): one PNG
+per kind and layer, one heatmap per head, queries down the rows, keys along the columns.
 
 Figures are built with the object-oriented `matplotlib.figure.Figure`, which needs no
 GUI backend and leaves pyplot's global state alone.

@@ -19,7 +19,7 @@ explorer sliding through training steps does not reload at every move. A folder 
 since it was loaded ("best" during training) is loaded again.
 
 Every mistake in a request is a UserError with one line saying what to send instead
-(serve.py answers it with 400). The models are used under one lock: one analysis at a
+(server.py answers it with 400). The models are used under one lock: one analysis at a
 time, since recording attention sets flags on modules that every thread shares.
 """
 

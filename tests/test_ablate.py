@@ -212,6 +212,7 @@ def test_format_table_marks_unreached_targets_and_divergence():
 
 def test_multi30k_slice_is_written_as_a_parallel_task(tmp_path):
     from transformer.data.parallel import find_multi30k_dir, read_parallel
+    from transformer.data.prepared import PreparedCorpus
     from transformer.errors import UserError
     from transformer.experiments.ablate import (
         MULTI30K_TRAIN_PAIRS,
@@ -226,3 +227,5 @@ def test_multi30k_slice_is_written_as_a_parallel_task(tmp_path):
     assert keys["task"] == "parallel"
     assert len(read_parallel(keys["src"], keys["tgt"])) == MULTI30K_TRAIN_PAIRS
     assert len(read_parallel(keys["valid_src"], keys["valid_tgt"])) == MULTI30K_VALID_PAIRS
+    corpus = PreparedCorpus(keys["data"])  # prepared once, for every variant
+    assert len(corpus) == MULTI30K_TRAIN_PAIRS and len(corpus.valid_pairs()) == MULTI30K_VALID_PAIRS

@@ -136,6 +136,7 @@ def add_train(sub) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     p.add_argument("--data-dir", help="Multi30k folder (default: TRANSFORMER_DATA or ../shared/data/multi30k)")
+    p.add_argument("--data", help="parallel task: a prepared corpus (transformer data prepare)")
     p.add_argument("--src", help="parallel task: source training file")
     p.add_argument("--tgt", help="parallel task: target training file")
     p.add_argument("--valid-src")
@@ -238,10 +239,19 @@ def add_run_tools(sub) -> None:
     p.add_argument("--attention", metavar="SENTENCE")
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
 
-    p = sub.add_parser("data", help="download a corpus from its upstream")
+    p = sub.add_parser("data", help="download a corpus, or prepare one for training", epilog=(
+        "prepare: tokenize line-aligned files once into DIR (memory-mapped token ids, the "
+        "tokenizer, a manifest); `train parallel --data DIR` trains from it. Preparing the "
+        "same inputs with the same settings again does nothing."))
     p.set_defaults(run=command("train", "data"))
-    p.add_argument("corpus", choices=("multi30k",))
+    p.add_argument("corpus", choices=("multi30k", "prepare"))
     p.add_argument("--out", required=True)
+    p.add_argument("--src", help="prepare: source training file")
+    p.add_argument("--tgt", help="prepare: target training file")
+    p.add_argument("--valid-src")
+    p.add_argument("--valid-tgt")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   nargs="+", help="prepare: vocab_size, tokenizer_sample")
 
     p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline")
     p.set_defaults(run=command("experiments", "ablate"))

@@ -4,7 +4,7 @@ mistake of the user's being a UserError, which main prints on one line.
 
     train       a recipe (+ --set, + flags) -> a run directory, trained (or --resume one)
     average     the mean of the last N checkpoints
-    data        download a corpus
+    data        download a corpus, or prepare one (tokenized once, memory-mapped)
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from pathlib import Path
 from ..checkpoint.averaging import save_average
 from ..checkpoint.catalogue import step_checkpoints
 from ..data.parallel import download_multi30k
+from ..data.prepared import prepare_corpus
 from ..errors import UserError
 from ..run.rundir import make_run_dir, read_settings, write_settings
-from ..run.settings import asked_values, new_settings, resumed_settings
+from ..run.settings import asked_values, new_settings, parse_sets, resumed_settings
 from ..training import distributed
 from ..training import loop as training
 from ..training.config import TASK_CHOICES
@@ -27,7 +28,7 @@ from ..training.tasks import make_task
 
 def train(args) -> int:
     flags = {"steps": args.steps, "seed": args.seed, "device": args.device,
-             "data_dir": args.data_dir, "src": args.src, "tgt": args.tgt,
+             "data_dir": args.data_dir, "data": args.data, "src": args.src, "tgt": args.tgt,
              "valid_src": args.valid_src, "valid_tgt": args.valid_tgt}
     asked = asked_values(args.config, [item for group in args.sets for item in group],
                          args.task, flags)
@@ -92,6 +93,25 @@ def average(args) -> int:
 
 
 def data(args) -> int:
+    if args.corpus == "prepare":
+        return prepare(args)
     for path in download_multi30k(args.out):
         print(path)
+    return 0
+
+
+PREPARE_KEYS = ("vocab_size", "tokenizer_sample")
+
+
+def prepare(args) -> int:
+    if not (args.src and args.tgt):
+        raise UserError("data prepare: give the training files with --src FILE --tgt FILE")
+    values = parse_sets([item for group in args.sets for item in group])
+    unknown = sorted(set(values) - set(PREPARE_KEYS))
+    if unknown:
+        raise UserError(f"data prepare: --set {unknown[0]} does not shape a prepared corpus; "
+                        f"the keys that do: {', '.join(PREPARE_KEYS)}")
+    train = new_settings("parallel", None, {"task": "parallel", **values}).train
+    prepare_corpus(args.src, args.tgt, args.out, args.valid_src, args.valid_tgt,
+                   vocab_size=train.vocab_size, tokenizer_sample=train.tokenizer_sample)
     return 0

@@ -6,7 +6,7 @@ batch contained a set of sentence pairs containing approximately 25000 source to
 sentences and overflow it on long ones; a token budget keeps each step's work steady.
 
     example_lengths(pairs_ids)           -> [(S_i, T_i)]     lengths as collate pads them
-    token_batches(lengths, batch_tokens) -> [[index, ...]]   one list of example indices per batch
+    token_batches(lengths, batch_tokens) -> [indices, ...]  one array of example indices per batch
     padding_fraction(batches, lengths)   -> float            share of padded positions that are <pad>
     collate(examples, pad, bos, eos)     -> src (B, S), tgt_in (B, T), tgt_out (B, T), int64
 
@@ -16,9 +16,9 @@ it bounds the memory a batch really takes, not just its real tokens.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -29,7 +29,7 @@ def example_lengths(pairs_ids: Sequence[tuple[Sequence[int], Sequence[int]]]) ->
     return [(len(src) + 1, len(tgt) + 1) for src, tgt in pairs_ids]
 
 
-def _bucket_order(lengths: Sequence[tuple[int, int]], shuffle: bool, rng: random.Random) -> list[int]:
+def _bucket_order(lengths: np.ndarray, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
     """Example indices sorted by longer side, then source length, then target length.
 
     The longer side first because it is what the budget binds on (on Multi30k this
@@ -37,54 +37,47 @@ def _bucket_order(lengths: Sequence[tuple[int, int]], shuffle: bool, rng: random
     shuffle, ties are broken at random, so examples of equal length meet different
     neighbours each epoch; without it, ties keep their original order.
     """
-    tie_break = [rng.random() for _ in lengths] if shuffle else range(len(lengths))
-
-    def key(i: int) -> tuple:
-        src_len, tgt_len = lengths[i]
-        return max(src_len, tgt_len), src_len, tgt_len, tie_break[i]
-
-    return sorted(range(len(lengths)), key=key)
+    src, tgt = lengths[:, 0], lengths[:, 1]
+    tie_break = rng.random(len(lengths)) if shuffle else np.arange(len(lengths))
+    return np.lexsort((tie_break, tgt, src, np.maximum(src, tgt)))  # the last key sorts first
 
 
-def _cut(order: Sequence[int], lengths: Sequence[tuple[int, int]], batch_tokens: int) -> list[list[int]]:
+def _cut(order: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
     """Walk the sorted examples and start a new batch when the next one would break the budget."""
-    batches: list[list[int]] = []
-    batch: list[int] = []
-    max_src = max_tgt = 0
-    for i in order:
-        src_len, tgt_len = lengths[i]
+    starts, size, max_src, max_tgt = [], 0, 0, 0
+    # Plain ints for the walk: one pass, far faster than indexing numpy scalars.
+    for position, (src_len, tgt_len) in enumerate(lengths[order].tolist()):
         new_src, new_tgt = max(max_src, src_len), max(max_tgt, tgt_len)
-        size = len(batch) + 1
-        if batch and (size * new_src > batch_tokens or size * new_tgt > batch_tokens):
-            batches.append(batch)
-            batch, new_src, new_tgt = [], src_len, tgt_len
-        batch.append(i)
+        if size and ((size + 1) * new_src > batch_tokens or (size + 1) * new_tgt > batch_tokens):
+            starts.append(position)
+            size, new_src, new_tgt = 0, src_len, tgt_len
+        size += 1
         max_src, max_tgt = new_src, new_tgt
-    if batch:
-        batches.append(batch)
-    return batches
+    return np.split(order, starts) if len(order) else []
 
 
-def token_batches(lengths: Sequence[tuple[int, int]], batch_tokens: int,
-                  shuffle: bool = True, seed: int = 0) -> list[list[int]]:
+def token_batches(lengths, batch_tokens: int, shuffle: bool = True,
+                  seed: int = 0) -> list[np.ndarray]:
     """Group example indices into batches of about `batch_tokens` padded tokens per side.
 
     lengths: (source length, target length) per example, already counting <bos>/<eos>
-    (see `example_lengths`). Every batch satisfies, on each side,
-    `len(batch) * max(length in batch) <= batch_tokens`, with one exception: an example
-    longer than `batch_tokens` on its own forms a batch of one (over the budget, but never
-    dropped; filter long sentences beforehand if memory is tight).
+    (see `example_lengths`): a list of pairs or an (n, 2) array. Every batch satisfies, on
+    each side, `len(batch) * max(length in batch) <= batch_tokens`, with one exception: an
+    example longer than `batch_tokens` on its own forms a batch of one (over the budget,
+    but never dropped; filter long sentences beforehand if memory is tight).
 
     With shuffle, the order of the batches is random too. The result depends only on the
     arguments: pass `seed + epoch` for a new order each epoch that a resumed run replays.
-    Every example appears in exactly one batch.
+    Every example appears in exactly one batch. The sorting and shuffling are done on
+    arrays, so an epoch of millions of pairs is cut in seconds.
     """
-    if not isinstance(batch_tokens, int) or batch_tokens < 1:
+    if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
         raise UserError(f"batch_tokens: must be a positive integer, got {batch_tokens!r}")
-    rng = random.Random(seed)
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+    rng = np.random.default_rng(seed)
     batches = _cut(_bucket_order(lengths, shuffle, rng), lengths, batch_tokens)
     if shuffle:
-        rng.shuffle(batches)
+        batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
 
 
@@ -118,7 +111,10 @@ def collate(examples: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
     """
     if not examples:
         raise ValueError("collate needs at least one example")
-    src = _pad_rows([list(s) + [eos_id] for s, _ in examples], pad_id)
-    tgt_in = _pad_rows([[bos_id] + list(t) for _, t in examples], pad_id)
-    tgt_out = _pad_rows([list(t) + [eos_id] for _, t in examples], pad_id)
+    # tolist: ids may come as numpy arrays (views of a prepared corpus) or lists
+    sources = [s.tolist() if hasattr(s, "tolist") else list(s) for s, _ in examples]
+    targets = [t.tolist() if hasattr(t, "tolist") else list(t) for _, t in examples]
+    src = _pad_rows([s + [eos_id] for s in sources], pad_id)
+    tgt_in = _pad_rows([[bos_id] + t for t in targets], pad_id)
+    tgt_out = _pad_rows([t + [eos_id] for t in targets], pad_id)
     return src, tgt_in, tgt_out

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError, one_line
@@ -53,17 +55,49 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 SHARED_MULTI30K = Path("..") / "shared" / "data" / "multi30k"
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when the name ends in .gz."""
+def _open(path: Path):
+    """The file as a binary stream, decompressed when the name ends in .gz."""
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, expected a text file")
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror or one_line(e)})") from None
+
+
+def stream_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file (gzip if the name ends in .gz), each stripped, one at a
+    time: memory holds one line, whatever the file's size.
+
+    Empty lines in the middle are kept (as "") so that line numbers stay aligned; a
+    final newline does not make an extra line; a leading byte-order mark is dropped. A
+    file with nothing but white space is an error, said once the end is reached.
+    """
+    path = Path(path)
+    seen_text = False
+    with _open(path) as f:
+        for number, data in enumerate(_raw_lines(f, path), start=1):
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{number}: not valid UTF-8 (byte 0x{data[e.start]:02x}); "
+                                f"convert the file to UTF-8") from None
+            if number == 1:
+                text = text.removeprefix("\ufeff")
+            text = text.strip()
+            seen_text = seen_text or bool(text)
+            yield text
+    if not seen_text:
+        raise UserError(f"{path}: file is empty")
+
+
+def _raw_lines(f, path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes, split at "\n" only, the final newline not making a line."""
+    try:
+        for data in f:  # binary files split at b"\n" alone, whatever else a line holds
+            yield data[:-1] if data.endswith(b"\n") else data
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         # EOFError: a truncated download; zlib.error: damaged compressed data.
         raise UserError(f"{path}: not a valid gzip file ({one_line(e)})") from None
@@ -72,41 +106,34 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def read_lines(path: str | os.PathLike) -> list[str]:
-    """All lines of a UTF-8 text file (gzip if the name ends in .gz), each stripped.
-
-    Empty lines in the middle are kept (as "") so that line numbers stay aligned; a
-    final newline does not make an extra line; a leading byte-order mark is dropped.
-    """
-    path = Path(path)
-    data = _read_bytes(path)
-    if not data.strip():
-        raise UserError(f"{path}: file is empty")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise UserError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); "
-                        f"convert the file to UTF-8") from None
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return [line.strip() for line in lines]
+    """All lines of a text file at once, as `stream_lines` reads them."""
+    return list(stream_lines(path))
 
 
-def read_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Pairs (source line, target line) of two line-aligned files, in file order.
+def stream_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike
+                    ) -> Iterator[tuple[str, str]]:
+    """Pairs (source line, target line) of two line-aligned files, in file order, one at a
+    time; UserError where the files part (both counts named) once one of them ends early.
 
     Nothing is dropped or filtered here: a pair with an empty side is the caller's call.
     """
-    src, tgt = read_lines(src_path), read_lines(tgt_path)
-    if len(src) != len(tgt):
-        shorter = src_path if len(src) < len(tgt) else tgt_path
-        first_unpaired = min(len(src), len(tgt)) + 1
-        raise UserError(
-            f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}: parallel files "
-            f"must be line-aligned ({shorter} ends before line {first_unpaired})")
-    return list(zip(src, tgt))
+    src, tgt = stream_lines(src_path), stream_lines(tgt_path)
+    count = 0
+    for pair in itertools.zip_longest(src, tgt):
+        if None in pair:  # one file ended: count the rest of the other for the message
+            n_src = count + (pair[0] is not None) + sum(1 for _ in src)
+            n_tgt = count + (pair[1] is not None) + sum(1 for _ in tgt)
+            shorter = src_path if n_src < n_tgt else tgt_path
+            raise UserError(
+                f"{src_path} has {n_src} lines but {tgt_path} has {n_tgt}: parallel files "
+                f"must be line-aligned ({shorter} ends before line {count + 1})")
+        count += 1
+        yield pair
+
+
+def read_parallel(src_path: str | os.PathLike, tgt_path: str | os.PathLike) -> list[tuple[str, str]]:
+    """All pairs of two line-aligned files at once, as `stream_parallel` reads them."""
+    return list(stream_parallel(src_path, tgt_path))
 
 
 def _holds_multi30k(folder: Path) -> bool:
@@ -145,6 +172,13 @@ def find_multi30k_dir(data_dir: str | os.PathLike | None = None) -> Path:
 def load_multi30k(split: str, src_lang: str, tgt_lang: str,
                   data_dir: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """Multi30k Task 1 sentence pairs, e.g. ("train", "en", "de") -> 29000 pairs."""
+    return read_parallel(*multi30k_files(split, src_lang, tgt_lang, data_dir))
+
+
+def multi30k_files(split: str, src_lang: str, tgt_lang: str,
+                   data_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The source and target .gz files of a Multi30k split; UserError for an unknown
+    split or language, or when the data is not found."""
     if split not in MULTI30K_SPLITS:
         raise UserError(f"split: unknown Multi30k split {split!r}; "
                         f"expected one of {', '.join(MULTI30K_SPLITS)}")
@@ -155,7 +189,7 @@ def load_multi30k(split: str, src_lang: str, tgt_lang: str,
     if src_lang == tgt_lang:
         raise UserError(f"tgt_lang: must differ from src_lang (both are {src_lang!r})")
     folder = find_multi30k_dir(data_dir)
-    return read_parallel(folder / f"{split}.{src_lang}.gz", folder / f"{split}.{tgt_lang}.gz")
+    return folder / f"{split}.{src_lang}.gz", folder / f"{split}.{tgt_lang}.gz"
 
 
 def _sha256(path: Path) -> str:

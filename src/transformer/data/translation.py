@@ -1,12 +1,14 @@
 """The data of a translation task: a parallel corpus, its joint BPE, token-count batches.
 
-Builds what the training loop needs from Multi30k (`task = "multi30k"`, languages from
-`src_lang`/`tgt_lang`) or from any line-aligned corpus a user brings (`task = "parallel"`
-with `src`/`tgt` and optionally `valid_src`/`valid_tgt`; without them the last 1% of the
-training pairs, at most 1,000, are held out). The tokenizer is trained on the training
-split (both sides, one vocabulary) and saved as RUN_DIR/tokenizer.json; a resumed run
-loads it back. Pairs with an empty side, or too long for the model's positions, are
-dropped from training (and counted).
+Builds what the training loop needs from a prepared corpus (prepared.py): one made with
+`transformer data prepare` (`data = DIR`), or the task's own corpus, prepared into
+RUN_DIR/data on first use: Multi30k (`task = "multi30k"`, languages from
+`src_lang`/`tgt_lang`) or any line-aligned corpus a user brings (`task = "parallel"` with
+`src`/`tgt` and optionally `valid_src`/`valid_tgt`; without them the last 1% of the
+training pairs, at most 1,000, are held out). The run keeps a copy of the corpus's
+tokenizer as RUN_DIR/tokenizer.json. Pairs with an empty side, or too long for the
+model's positions, are dropped from training (and counted); the ids stay on disk, the
+training side holds only the lengths array and the kept pairs' positions.
 
 Batches hold about `batch_tokens` padded tokens per side (Section 5.1), bucketed by
 length; every epoch reshuffles from `seed + epoch`, and each DDP rank takes every
@@ -22,36 +24,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
 from .batching import collate, example_lengths, padding_fraction, token_batches
-from .parallel import load_multi30k, read_parallel
+from .parallel import multi30k_files
+from .prepared import MANIFEST, TOKENIZER, PreparedCorpus, prepare_corpus
 from .sources import encode_sources
-from .tokenizer import Tokenizer
+
+PREPARED = "data"  # RUN_DIR/data: where a run prepares its corpus when not given one
 
 
 class TranslationData:
     def __init__(self, train_cfg, run_dir: Path, max_len: int, quiet: bool = False) -> None:
         self.cfg = train_cfg
-        train_pairs, self.valid_pairs = load_pairs(train_cfg)
-        tokenizer_path = Path(run_dir) / "tokenizer.json"
-        if tokenizer_path.exists():
-            self.tokenizer = Tokenizer.load(tokenizer_path)
-        else:
-            texts = [s for pair in train_pairs for s in pair]
-            self.tokenizer = Tokenizer.train(texts, train_cfg.vocab_size)
-            self.tokenizer.save(tokenizer_path)
-        tok = self.tokenizer
+        self.corpus = PreparedCorpus(prepared_folder(train_cfg, Path(run_dir), quiet))
+        self.tokenizer = tok = self.corpus.tokenizer
+        if not (Path(run_dir) / TOKENIZER).exists():  # the run's own copy: translate reads it
+            tok.save(Path(run_dir) / TOKENIZER)
         self.vocab_size, self.pad_id = tok.vocab_size, tok.pad_id
         self.bos_id, self.eos_id = tok.bos_id, tok.eos_id
 
+        # Training keeps the pairs with both sides non-empty and within the model's limit:
+        # decided on the lengths array, the ids stay on disk.
         limit = min(max_len - 1, train_cfg.max_tokens_per_sentence or max_len - 1)
-        ids = zip(tok.encode_batch([s for s, _ in train_pairs]),
-                  tok.encode_batch([t for _, t in train_pairs]))
-        self.train_ids = [(s, t) for s, t in ids if 0 < len(s) <= limit and 0 < len(t) <= limit]
-        self.dropped = len(train_pairs) - len(self.train_ids)
-        self.lengths = example_lengths(self.train_ids)
+        lengths = self.corpus.lengths()  # (n, 2)
+        keep = (lengths > 0).all(axis=1) & (lengths <= limit).all(axis=1)
+        self.train_index = np.flatnonzero(keep)  # positions in the corpus of the kept pairs
+        self.dropped = len(self.corpus) - len(self.train_index)
+        self.lengths = lengths[keep] + 1  # as collate pads them: <eos>, and <bos> on the target
         # Validation keeps every pair, cut at the model's limit: the sources exactly as
         # decode_metrics will decode them, the targets for the loss (BLEU takes them whole).
+        self.valid_pairs = self.corpus.valid_pairs()
         valid_src = encode_sources(tok, [s for s, _ in self.valid_pairs], max_len)
         valid_tgt = tok.encode_batch([t for _, t in self.valid_pairs])
         self.valid_ids = [(s, t[:max_len - 1]) for s, t in zip(valid_src.ids, valid_tgt)]
@@ -59,8 +63,8 @@ class TranslationData:
         batches = token_batches(self.lengths, train_cfg.batch_tokens, seed=train_cfg.seed)
         self.batches_per_epoch = len(batches)
         if not quiet:
-            print(f"data: {len(self.train_ids):,} training pairs ({self.dropped} dropped: empty or "
-                  f"longer than {limit} tokens), {len(self.valid_pairs):,} validation pairs "
+            print(f"data: {len(self.train_index):,} training pairs ({self.dropped} dropped: empty "
+                  f"or longer than {limit} tokens), {len(self.valid_pairs):,} validation pairs "
                   f"(sentences cut to {max_len - 1} tokens: {n_cut}, "
                   f"unknown symbols left out: {sum(map(len, valid_src.dropped))}); "
                   f"vocabulary {tok.vocab_size:,}; {len(batches):,} batches per epoch, "
@@ -76,8 +80,8 @@ class TranslationData:
             usable = len(batches) // world_size * world_size  # every rank takes as many steps
             mine = batches[rank:usable:world_size]
             while index < len(mine):
-                batch = collate([self.train_ids[i] for i in mine[index]],
-                                self.pad_id, self.bos_id, self.eos_id)
+                pairs = [self.corpus.pair(i) for i in self.train_index[mine[index]]]
+                batch = collate(pairs, self.pad_id, self.bos_id, self.eos_id)
                 index += 1
                 yield batch, {"epoch": epoch, "index": index}
             epoch, index = epoch + 1, 0
@@ -88,20 +92,31 @@ class TranslationData:
             yield collate([self.valid_ids[i] for i in batch], self.pad_id, self.bos_id, self.eos_id)
 
 
-def load_pairs(cfg) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(training pairs, validation pairs) for the task named in the config."""
+def prepared_folder(cfg, run_dir: Path, quiet: bool = False) -> Path:
+    """The prepared corpus a run trains on: `data` (a folder of `transformer data prepare`)
+    as it is; else the task's corpus, prepared into RUN_DIR/data on first use (a resumed
+    run, or another torchrun rank, finds it there)."""
+    if cfg.data:
+        return Path(cfg.data)
+    folder = run_dir / PREPARED
+    if not (folder / MANIFEST).is_file():
+        src, tgt, valid_src, valid_tgt = corpus_files(cfg)
+        prepare_corpus(src, tgt, folder, valid_src, valid_tgt, vocab_size=cfg.vocab_size,
+                       tokenizer_sample=cfg.tokenizer_sample,
+                       say=(lambda text: None) if quiet else print)
+    return folder
+
+
+def corpus_files(cfg) -> tuple[Path, Path, Path | None, Path | None]:
+    """(train source, train target, validation source, validation target) of the task."""
     if cfg.task == "multi30k":
         data_dir = cfg.data_dir or None
-        return (load_multi30k("train", cfg.src_lang, cfg.tgt_lang, data_dir),
-                load_multi30k("val", cfg.src_lang, cfg.tgt_lang, data_dir))
+        return (*multi30k_files("train", cfg.src_lang, cfg.tgt_lang, data_dir),
+                *multi30k_files("val", cfg.src_lang, cfg.tgt_lang, data_dir))
     if not cfg.src or not cfg.tgt:
-        raise UserError("task parallel: give the training files with --src FILE --tgt FILE")
-    pairs = read_parallel(cfg.src, cfg.tgt)
-    if cfg.valid_src or cfg.valid_tgt:
-        if not (cfg.valid_src and cfg.valid_tgt):
-            raise UserError("task parallel: give both --valid-src and --valid-tgt, or neither")
-        return pairs, read_parallel(cfg.valid_src, cfg.valid_tgt)
-    held_out = min(1000, max(1, len(pairs) // 100))
-    if len(pairs) < 2:
-        raise UserError(f"{cfg.src}: need at least 2 sentence pairs to hold one out for validation")
-    return pairs[:-held_out], pairs[-held_out:]
+        raise UserError("task parallel: give the training files with --src FILE --tgt FILE, "
+                        "or a prepared corpus with --data DIR")
+    if bool(cfg.valid_src) != bool(cfg.valid_tgt):
+        raise UserError("task parallel: give both --valid-src and --valid-tgt, or neither")
+    return (Path(cfg.src), Path(cfg.tgt), Path(cfg.valid_src) if cfg.valid_src else None,
+            Path(cfg.valid_tgt) if cfg.valid_tgt else None)

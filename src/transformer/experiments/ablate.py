@@ -47,9 +47,9 @@ the run (run/rundir.py `load_run`) sets it again: translate, serve, explore and 
 show the variant as it was trained. Every other variant is plain recipe keys.
 
 `--task multi30k` trains on a slice of Multi30k (the first MULTI30K_TRAIN_PAIRS training
-pairs, MULTI30K_VALID_PAIRS validation pairs, written to OUT/data/ and read as task
-"parallel"), with a small model and BLEU from greedy decoding; one tokenizer, trained by
-the baseline, serves every variant.
+pairs, MULTI30K_VALID_PAIRS validation pairs, written to OUT/data/, prepared once and read
+as task "parallel"), with a small model and BLEU from greedy decoding; every variant
+trains from the one prepared folder, with its one tokenizer.
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ import contextlib
 import dataclasses
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ from pathlib import Path
 import torch
 
 from ..data.parallel import load_multi30k
+from ..data.prepared import prepare_corpus
 from ..errors import UserError
 from ..model.transformer import Transformer
 from ..run.ablated_attention import WRONG_ATTENTIONS, restore_attention
@@ -150,9 +150,6 @@ def ablate(task: str = "copy", sets: dict | None = None, steps: int | None = Non
         echo(f"[{number}/{len(variants)}] {variant.name}: {variant.change} ...", end=" ", flush=True)
         run_dir = out / variant.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        shared_tokenizer = out / variants[0].name / "tokenizer.json"
-        if shared_tokenizer.exists() and not (run_dir / "tokenizer.json").exists():
-            shutil.copy(shared_tokenizer, run_dir / "tokenizer.json")
         result = run_variant(variant, values, run_dir)
         echo(f"{result['wall_s']:.0f} s" + (f" ({result['failure']})" if result["failure"] else ""))
         results.append(result)
@@ -219,7 +216,8 @@ def summarize(name: str, records: list[dict], parameters: int, wall_s: float,
 
 
 def write_multi30k_slice(values: dict, folder: Path) -> dict:
-    """The first pairs of Multi30k train and val as files; the keys that read them."""
+    """The first pairs of Multi30k train and val as files, prepared once; the keys that
+    read them."""
     src_lang, tgt_lang = values.get("src_lang", "en"), values.get("tgt_lang", "de")
     data_dir = values.get("data_dir") or None
     splits = {"train": load_multi30k("train", src_lang, tgt_lang, data_dir)[:MULTI30K_TRAIN_PAIRS],
@@ -233,4 +231,9 @@ def write_multi30k_slice(values: dict, folder: Path) -> dict:
             key = ("src" if side == 0 else "tgt") if split == "train" else \
                 ("valid_src" if side == 0 else "valid_tgt")
             keys[key] = str(path)
-    return keys
+    # Prepared once, into OUT/data/prepared: every variant trains from that one folder.
+    train = settings_from_values(values).train
+    prepared = prepare_corpus(keys["src"], keys["tgt"], folder / "prepared", keys["valid_src"],
+                              keys["valid_tgt"], vocab_size=train.vocab_size,
+                              tokenizer_sample=train.tokenizer_sample, say=lambda text: None)
+    return {**keys, "data": str(prepared)}

@@ -45,8 +45,10 @@ def _bucket_order(lengths: np.ndarray, shuffle: bool, rng: np.random.Generator) 
 def _cut(order: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> list[np.ndarray]:
     """Walk the sorted examples and start a new batch when the next one would break the budget."""
     starts, size, max_src, max_tgt = [], 0, 0, 0
-    # Plain ints for the walk: one pass, far faster than indexing numpy scalars.
-    for position, (src_len, tgt_len) in enumerate(lengths[order].tolist()):
+    # Plain ints for the walk, one list per side: far faster than indexing numpy scalars,
+    # and lengths below 257 are Python's shared small ints (8 bytes a pointer each).
+    sources, targets = (lengths[order, side].tolist() for side in (0, 1))
+    for position, (src_len, tgt_len) in enumerate(zip(sources, targets)):
         new_src, new_tgt = max(max_src, src_len), max(max_tgt, tgt_len)
         if size and ((size + 1) * new_src > batch_tokens or (size + 1) * new_tgt > batch_tokens):
             starts.append(position)
@@ -81,15 +83,18 @@ def token_batches(lengths, batch_tokens: int, shuffle: bool = True,
     return batches
 
 
-def padding_fraction(batches: Sequence[Sequence[int]], lengths: Sequence[tuple[int, int]]) -> float:
+def padding_fraction(batches: Sequence[Sequence[int]], lengths) -> float:
     """Padding positions / all positions, source and target together (0.0 = no waste)."""
-    real = padded = 0
-    for batch in batches:
-        src = [lengths[i][0] for i in batch]
-        tgt = [lengths[i][1] for i in batch]
-        real += sum(src) + sum(tgt)
-        padded += len(batch) * (max(src, default=0) + max(tgt, default=0))
-    return 1.0 - real / padded if padded else 0.0
+    batches = [np.asarray(batch, dtype=np.int64) for batch in batches if len(batch)]
+    if not batches:
+        return 0.0
+    lengths = np.asarray(lengths, dtype=np.int64).reshape(-1, 2)
+    sizes = np.array([len(batch) for batch in batches])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    per_example = lengths[np.concatenate(batches)]  # (examples, 2), batch after batch
+    longest = np.maximum.reduceat(per_example, starts, axis=0)  # (batches, 2)
+    padded = int((sizes[:, None] * longest).sum())
+    return 1.0 - int(per_example.sum()) / padded if padded else 0.0
 
 
 def _pad_rows(rows: Sequence[list[int]], pad_id: int) -> torch.Tensor:

@@ -196,8 +196,8 @@ class PreparedCorpus:
         dtype = np.dtype(self.manifest["dtype"])
         self.ids = {side: np.memmap(self.folder / f"train.{side}.ids", dtype=dtype, mode="r")
                     if self.manifest["tokens"][side] else np.zeros(0, dtype) for side in SIDES}
-        self.offsets = {side: np.fromfile(self.folder / f"train.{side}.offsets", dtype=np.int64)
-                        for side in SIDES}
+        self.offsets = {side: np.memmap(self.folder / f"train.{side}.offsets", dtype=np.int64,
+                                        mode="r") for side in SIDES}
 
     def __len__(self) -> int:
         return len(self.offsets["src"]) - 1

@@ -62,6 +62,7 @@ class TranslationData:
         n_cut = len(valid_src.cut) + sum(len(t) >= max_len for t in valid_tgt)
         batches = token_batches(self.lengths, train_cfg.batch_tokens, seed=train_cfg.seed)
         self.batches_per_epoch = len(batches)
+        self.first_epoch = batches  # the stream's epoch 0, cut once
         if not quiet:
             print(f"data: {len(self.train_index):,} training pairs ({self.dropped} dropped: empty "
                   f"or longer than {limit} tokens), {len(self.valid_pairs):,} validation pairs "
@@ -76,7 +77,8 @@ class TranslationData:
         epoch = state["epoch"] if state else 0
         index = state["index"] if state else 0
         while True:
-            batches = token_batches(self.lengths, self.cfg.batch_tokens, seed=self.cfg.seed + epoch)
+            batches = self.first_epoch if epoch == 0 else \
+                token_batches(self.lengths, self.cfg.batch_tokens, seed=self.cfg.seed + epoch)
             usable = len(batches) // world_size * world_size  # every rank takes as many steps
             mine = batches[rank:usable:world_size]
             while index < len(mine):

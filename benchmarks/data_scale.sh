@@ -7,7 +7,8 @@
 #      resident memory;
 #   3. the loader alone: batches per second at the base recipe's 25,000 tokens per batch.
 # Usage: bash benchmarks/data_scale.sh [WORK_DIR]   (PAIRS=4500000 by default; WORK_DIR needs
-# ~2 GB). Nothing else should run beside it: the times are wall-clock.
+# ~2 GB; KEEP_PREPARED=1 keeps a prepared folder of an earlier run). Nothing else should
+# run beside it: the times are wall-clock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-/tmp/data-scale}
@@ -33,10 +34,14 @@ print(f"corpus: {n:,} pairs, {(work / 'train.en').stat().st_size / 2**20:.0f} + 
 PY
 
 echo "== 1. prepare"
-rm -rf "$WORK/prepared"
-/usr/bin/time -f "prepare: %e s wall, peak resident %M KiB" \
-  "$BIN/transformer" data prepare --src "$WORK/train.en" --tgt "$WORK/train.de" \
-  --out "$WORK/prepared" --set vocab_size=8000
+if [ "${KEEP_PREPARED:-0}" = 1 ] && [ -f "$WORK/prepared/manifest.json" ]; then
+  echo "(KEEP_PREPARED=1: the folder of an earlier run kept, not timed again)"
+else
+  rm -rf "$WORK/prepared"
+  /usr/bin/time -f "prepare: %e s wall, peak resident %M KiB" \
+    "$BIN/transformer" data prepare --src "$WORK/train.en" --tgt "$WORK/train.de" \
+    --out "$WORK/prepared" --set vocab_size=8000
+fi
 /usr/bin/time -f "prepare again: %e s wall, peak resident %M KiB" \
   "$BIN/transformer" data prepare --src "$WORK/train.en" --tgt "$WORK/train.de" \
   --out "$WORK/prepared" --set vocab_size=8000

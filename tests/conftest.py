@@ -8,6 +8,7 @@ by the tests of analyze.py and of the server (trained once per session, about 4 
 `live_server`: that run served on a free port of 127.0.0.1, one server per test module.
 """
 
+import os
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ def pytest_collection_modifyitems(items):
         name = item.path.name
         return LONGEST.index(name) if name in LONGEST else len(LONGEST)
     items.sort(key=rank)  # stable: the order within each file, and of the rest, is kept
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache(tmp_path_factory):
+    """Prepared corpora that runs share (Multi30k) go to a folder of the test session's."""
+    os.environ["TRANSFORMER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(autouse=True)

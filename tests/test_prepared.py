@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from transformer.data import prepared
+from transformer.data.parallel import find_multi30k_dir
 from transformer.data.prepared import PreparedCorpus, prepare_corpus
 from transformer.data.tokenizer import Tokenizer
 from transformer.errors import UserError
 
 from kit import (
+    TINY_MODEL,
     assert_user_error,
     metrics,
     run_main,
@@ -147,3 +149,22 @@ def test_data_prepare_refuses_keys_that_shape_no_corpus(corpus_files, capsys):
     assert_user_error(code, err, "d_model", "vocab_size, tokenizer_sample")
     code, _, err = run_main(capsys, ["data", "prepare", "--out", corpus_files / "p"])
     assert_user_error(code, err, "--src FILE --tgt FILE")
+
+
+def test_multi30k_is_prepared_once_for_every_run(tmp_path, capsys, monkeypatch):
+    try:
+        find_multi30k_dir()
+    except UserError as error:
+        pytest.skip(f"Multi30k not found: {error}")
+    monkeypatch.setenv("TRANSFORMER_CACHE", str(tmp_path / "cache"))
+    args = ["--steps", "1", "--set", *TINY_MODEL, "vocab_size=300", "batch_tokens=256",
+            "eval_every=1000", "bleu_every=1000", "max_len=64"]
+    said = []
+    for name in ("first", "second"):
+        code, out, err = run_main(capsys, ["train", "multi30k", "--out", tmp_path / name, *args])
+        assert code == 0, err
+        said.append([line for line in out.splitlines() if line.startswith("data: ")][0])
+        assert not (tmp_path / name / "data").exists() and (tmp_path / name / "tokenizer.json").is_file()
+    folder = tmp_path / "cache" / "prepared" / "multi30k-en-de-300-2000000"
+    assert said == [f"data: prepared 29,000 training pairs into {folder}",
+                    f"data: {folder} is already prepared from these inputs with these settings"]

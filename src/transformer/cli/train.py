@@ -22,7 +22,7 @@ from ..run.settings import asked_values, new_settings, parse_sets, resumed_setti
 from ..training import distributed
 from ..training import loop as training
 from ..training.config import TASK_CHOICES
-from ..training.tasks import make_task
+from ..training.tasks import make_task, prepare_task
 
 # --- train ----------------------------------------------------------------------------------
 
@@ -40,21 +40,18 @@ def train(args) -> int:
         settings = new_settings(args.task, args.config, asked)
 
     with distributed.process_group(distributed.resolve_device(settings.train.device)) as ctx:
-        made = {}
-
-        def prepare() -> str:
-            # Under torchrun, rank 0 alone creates the run directory, the task (a translation
-            # task trains and saves its tokenizer) and config.json; then the others read them.
+        def prepare() -> tuple[str, int, int]:
+            # Under torchrun, rank 0 alone creates the run directory, prepares the corpus
+            # (or finds it prepared) and writes config.json; then every rank builds its task.
             run_dir = Path(args.resume) if args.resume else \
                 make_run_dir(args.out, settings.train.task, args.overwrite)
-            made["task"] = task = make_task(settings.train, run_dir, settings.model.max_len)
-            write_settings(run_dir, settings.with_vocabulary(task.vocab_size, task.pad_id))
-            return str(run_dir)
+            vocab_size, pad_id = prepare_task(settings.train, run_dir, quiet=args.quiet)
+            write_settings(run_dir, settings.with_vocabulary(vocab_size, pad_id))
+            return str(run_dir), vocab_size, pad_id
 
-        run_dir = Path(distributed.main_first(ctx, prepare))
-        task = made.get("task") or make_task(settings.train, run_dir, settings.model.max_len,
-                                             quiet=True)
-        ready = settings.with_vocabulary(task.vocab_size, task.pad_id)
+        run_dir, vocab_size, pad_id = distributed.main_first(ctx, prepare)
+        run_dir, ready = Path(run_dir), settings.with_vocabulary(vocab_size, pad_id)
+        task = make_task(ready.train, run_dir, ready.model.max_len, quiet=not ctx.is_main)
         started = time.time()
         summary = training.train(run_dir, ready.model, ready.train, task, ctx=ctx,
                                  resume=bool(args.resume), quiet=args.quiet)

@@ -1,14 +1,17 @@
 """The data of a translation task: a parallel corpus, its joint BPE, token-count batches.
 
 Builds what the training loop needs from a prepared corpus (prepared.py): one made with
-`transformer data prepare` (`data = DIR`), or the task's own corpus, prepared into
-RUN_DIR/data on first use: Multi30k (`task = "multi30k"`, languages from
-`src_lang`/`tgt_lang`) or any line-aligned corpus a user brings (`task = "parallel"` with
-`src`/`tgt` and optionally `valid_src`/`valid_tgt`; without them the last 1% of the
-training pairs, at most 1,000, are held out). The run keeps a copy of the corpus's
-tokenizer as RUN_DIR/tokenizer.json. Pairs with an empty side, or too long for the
-model's positions, are dropped from training (and counted); the ids stay on disk, the
-training side holds only the lengths array and the kept pairs' positions.
+`transformer data prepare` (`data = DIR`), or the task's own corpus, prepared on first
+use. Multi30k (`task = "multi30k"`, languages from `src_lang`/`tgt_lang`) is prepared
+once into the cache ($TRANSFORMER_CACHE, else ~/.cache/transformer) and shared by every
+run with the same languages and settings; a corpus a user brings (`task = "parallel"`
+with `src`/`tgt` and optionally `valid_src`/`valid_tgt`; without them the last 1% of the
+training pairs, at most 1,000, are held out) is prepared into RUN_DIR/data
+(training/tasks.py `prepare_task` does it, and copies the tokenizer into the run as
+RUN_DIR/tokenizer.json, before the processes build their tasks). Pairs with an empty
+side, or too long for the model's positions, are dropped from training (and counted);
+the ids stay on disk, the training side holds only the lengths array and the kept
+pairs' positions.
 
 Batches hold about `batch_tokens` padded tokens per side (Section 5.1), bucketed by
 length; every epoch reshuffles from `seed + epoch`, and each DDP rank takes every
@@ -22,6 +25,7 @@ training loop scores on it, BLEU, is training/tasks.py's.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +33,7 @@ import numpy as np
 from ..errors import UserError
 from .batching import collate, example_lengths, padding_fraction, token_batches
 from .parallel import multi30k_files
-from .prepared import MANIFEST, TOKENIZER, PreparedCorpus, prepare_corpus
+from .prepared import MANIFEST, PreparedCorpus, prepare_corpus
 from .sources import encode_sources
 
 PREPARED = "data"  # RUN_DIR/data: where a run prepares its corpus when not given one
@@ -40,8 +44,6 @@ class TranslationData:
         self.cfg = train_cfg
         self.corpus = PreparedCorpus(prepared_folder(train_cfg, Path(run_dir), quiet))
         self.tokenizer = tok = self.corpus.tokenizer
-        if not (Path(run_dir) / TOKENIZER).exists():  # the run's own copy: translate reads it
-            tok.save(Path(run_dir) / TOKENIZER)
         self.vocab_size, self.pad_id = tok.vocab_size, tok.pad_id
         self.bos_id, self.eos_id = tok.bos_id, tok.eos_id
 
@@ -96,17 +98,28 @@ class TranslationData:
 
 def prepared_folder(cfg, run_dir: Path, quiet: bool = False) -> Path:
     """The prepared corpus a run trains on: `data` (a folder of `transformer data prepare`)
-    as it is; else the task's corpus, prepared into RUN_DIR/data on first use (a resumed
-    run, or another torchrun rank, finds it there)."""
+    as it is; Multi30k prepared once into the cache and shared by every run that asks for
+    the same languages and settings; a corpus of the run's own files prepared into
+    RUN_DIR/data on first use (a resumed run, or another torchrun rank, finds it there)."""
     if cfg.data:
         return Path(cfg.data)
-    folder = run_dir / PREPARED
-    if not (folder / MANIFEST).is_file():
-        src, tgt, valid_src, valid_tgt = corpus_files(cfg)
-        prepare_corpus(src, tgt, folder, valid_src, valid_tgt, vocab_size=cfg.vocab_size,
-                       tokenizer_sample=cfg.tokenizer_sample,
-                       say=(lambda text: None) if quiet else print)
+    say = (lambda text: None) if quiet else print
+    if cfg.task == "multi30k":
+        folder = cache_dir() / "prepared" / (f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-"
+                                            f"{cfg.vocab_size}-{cfg.tokenizer_sample}")
+    else:
+        folder = run_dir / PREPARED
+        if (folder / MANIFEST).is_file():
+            return folder
+    src, tgt, valid_src, valid_tgt = corpus_files(cfg)
+    prepare_corpus(src, tgt, folder, valid_src, valid_tgt, vocab_size=cfg.vocab_size,
+                   tokenizer_sample=cfg.tokenizer_sample, say=say)
     return folder
+
+
+def cache_dir() -> Path:
+    """Where shared prepared corpora live: $TRANSFORMER_CACHE, else ~/.cache/transformer."""
+    return Path(os.environ.get("TRANSFORMER_CACHE") or Path.home() / ".cache" / "transformer")
 
 
 def corpus_files(cfg) -> tuple[Path, Path, Path | None, Path | None]:

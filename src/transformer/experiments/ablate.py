@@ -74,7 +74,7 @@ from ..run.rundir import replace_run_dir, write_settings
 from ..run.settings import read_recipe, settings_from_values
 from ..training import loop as training
 from ..training.metrics import metric_series, read_metrics
-from ..training.tasks import make_task
+from ..training.tasks import make_task, prepare_task
 from .ablate_report import format_table, markdown_report
 from .plots import plot_losses
 
@@ -169,6 +169,7 @@ def run_variant(variant: Variant, values: dict, run_dir: Path) -> dict:
     failure = None
     with open(run_dir / "train.log", "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log):
+        prepare_task(settings.train, run_dir)  # a translation variant's tokenizer, in its run
         task = make_task(settings.train, run_dir, settings.model.max_len)
         ablation = {"variant": variant.name, "change": variant.change}
         if variant.attention is not None:  # loading the run restores it (run/ablated_attention.py)

@@ -18,9 +18,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..data.prepared import TOKENIZER
+from ..data.synthetic import FIRST_SYMBOL, SyntheticSequences
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
-from ..data.synthetic import SyntheticSequences
-from ..data.translation import TranslationData
+from ..data.tokenizer import PAD_ID, Tokenizer
+from ..data.translation import TranslationData, prepared_folder
 from ..decoding.bleu import corpus_bleu
 from ..decoding.greedy import greedy_decode
 from ..decoding.translate import translate_texts
@@ -73,6 +75,18 @@ class TranslationTask(TranslationData):
         score, signature = corpus_bleu(hypotheses, references)
         self.examples = list(zip(sources[:3], references[:3], hypotheses[:3]))
         return {"bleu": score, "bleu_signature": signature}
+
+
+def prepare_task(train_cfg: TrainConfig, run_dir: Path, quiet: bool = False) -> tuple[int, int]:
+    """What one process does before the others may build the task: a translation task's
+    corpus prepared (if it is not yet) and its tokenizer copied into the run. Returns the
+    vocabulary size and pad id, which the model's config needs."""
+    if train_cfg.task in SYNTHETIC_TASKS:
+        return FIRST_SYMBOL + train_cfg.num_symbols, PAD_ID
+    tokenizer = Tokenizer.load(prepared_folder(train_cfg, run_dir, quiet) / TOKENIZER)
+    if not (run_dir / TOKENIZER).exists():  # the run's own copy: translate reads it
+        tokenizer.save(run_dir / TOKENIZER)
+    return tokenizer.vocab_size, tokenizer.pad_id
 
 
 def make_task(train_cfg: TrainConfig, run_dir: Path, max_len: int, quiet: bool = False) -> Task:

@@ -27,7 +27,7 @@ PAPER = DecodingOptions(beam_size=4, length_penalty=0.6, max_len_a=1.0, max_len_
 @pytest.fixture(scope="module")
 def trained(trained_translation_run):
     run = load_run(trained_translation_run)
-    return run.model, run.vocab
+    return run.model, run.source
 
 
 class Letters:

@@ -165,6 +165,6 @@ def test_multi30k_is_prepared_once_for_every_run(tmp_path, capsys, monkeypatch):
         assert code == 0, err
         said.append([line for line in out.splitlines() if line.startswith("data: ")][0])
         assert not (tmp_path / name / "data").exists() and (tmp_path / name / "tokenizer.json").is_file()
-    folder = tmp_path / "cache" / "prepared" / "multi30k-en-de-300-2000000"
+    folder = tmp_path / "cache" / "prepared" / "multi30k-en-de-bpe-joint-300-2000000"
     assert said == [f"data: prepared 29,000 training pairs into {folder}",
                     f"data: {folder} is already prepared from these inputs with these settings"]

@@ -23,7 +23,7 @@ MAX_OUT = 12  # output tokens: enough for the corpus's sentences and their <eos>
 @pytest.fixture(scope="module")
 def run(trained_translation_run):
     _run = load_run(trained_translation_run)
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     src = collate([(tokenizer.encode(s), []) for s in SENTENCES], tokenizer.pad_id,
                   tokenizer.bos_id, tokenizer.eos_id)[0]  # (5, S), padded
     return model, tokenizer, src

@@ -25,7 +25,7 @@ MAX_OUT = 20
 @pytest.fixture(scope="module")
 def run(trained_translation_run):
     _run = load_run(trained_translation_run)
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     return model, tokenizer, [tokenizer.encode(s) for s in SENTENCES]
 
 

@@ -35,7 +35,7 @@ def default_model(live_server):
     """What the server uses by default, loaded here on its own."""
     service = live_server.httpd.service
     _run = load_run(service.run_dir, str(service.default))
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     return model, tokenizer
 
 
@@ -88,7 +88,7 @@ def test_checkpoint_selection(live_server):
         used = name or live_server.httpd.service.default.name
         assert answer["checkpoint"] == used
         _run = load_run(run_dir, str(run_dir / "checkpoints" / used))
-        model, tokenizer = _run.model, _run.vocab
+        model, tokenizer = _run.model, _run.source
         expected = analyze(model, tokenizer, TEXT, live_server.httpd.service.settings.train.decoding)
         assert answer["translation"] == expected["translation"]
     # The two steps really are different models: their probabilities differ.

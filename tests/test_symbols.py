@@ -92,7 +92,7 @@ def test_encode_known_names_the_line_and_leaves_nothing_out():
 
 def test_load_run_gives_a_synthetic_run_its_symbols(copy_run):
     _run = load_run(copy_run)
-    model, vocab = _run.model, _run.vocab
+    model, vocab = _run.model, _run.source
     assert isinstance(vocab, SymbolVocabulary) and vocab.num_symbols == NUM_SYMBOLS
     assert vocab.vocab_size == model.cfg.src_vocab_size == model.cfg.tgt_vocab_size
 

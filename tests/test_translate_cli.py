@@ -59,7 +59,7 @@ def test_scores_add_the_log_prob_and_the_normalised_score(trained_translation_ru
     scored = ok(capsys, "translate", run, "--scores", SENTENCES[0], "", SENTENCES[1])
     assert scored[1] == ""  # an empty line stays an empty line: nothing was decoded
     _run = load_run(run)
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     saved = _run.settings
     alpha = saved.train.length_penalty
     for line, text, source in zip((scored[0], scored[2]), (plain[0], plain[2]), SENTENCES):
@@ -128,7 +128,7 @@ def test_sample_scores_are_under_the_model(trained_translation_run, capsys):
     block = ok(capsys, "translate", run, "--sample", "--temperature", "4", "--n-best", "3",
                "--scores", "--seed", "3", SENTENCES[1])
     _run = load_run(run)
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     saved = _run.settings
     options = saved.train.decoding
     src = torch.tensor([tokenizer.encode(SENTENCES[1]) + [tokenizer.eos_id]] * 3)
@@ -237,7 +237,7 @@ def test_score_prints_a_log_prob_per_pair_and_with_tokens_each_tokens(trained_tr
     totals = ok(capsys, "score", trained_translation_run, "--src", src, "--tgt", tgt)
     detailed = ok(capsys, "score", trained_translation_run, "--src", src, "--tgt", tgt, "--tokens")
     _run = load_run(trained_translation_run)
-    model, tokenizer = _run.model, _run.vocab
+    model, tokenizer = _run.model, _run.source
     expected = score_pairs(model, [(tokenizer.encode(s), tokenizer.encode(t))
                                    for s, t in zip(SENTENCES, targets)], 1, 2)
     assert totals == [f"{sum(e):.4f}" for e in expected]

@@ -42,8 +42,8 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None,
     run = load_run(run_dir, checkpoint)
     notes.append(f"using checkpoint {describe_checkpoint(run.checkpoint)}")
     try:  # a synthetic run reads its symbols, e.g. "3 1 4 1 5", and refuses anything else
-        answer = analyze(run.model, run.vocab, sentence, run.settings.train.decoding,
-                         beam=DEFAULT_BEAM, attention=True)
+        answer = analyze(run.model, run.source, sentence, run.settings.train.decoding,
+                         beam=DEFAULT_BEAM, attention=True, target=run.target)
     except UserError as error:
         raise UserError(f"--attention {sentence!r}: {error}") from None
     attention = answer["attention"]

@@ -251,7 +251,7 @@ def add_run_tools(sub) -> None:
     p.add_argument("--valid-src")
     p.add_argument("--valid-tgt")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   nargs="+", help="prepare: vocab_size, tokenizer_sample")
+                   nargs="+", help="prepare: vocab_size, tokenizer_sample, tokenizer, vocab")
 
     p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline")
     p.set_defaults(run=command("experiments", "ablate"))

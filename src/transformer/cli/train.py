@@ -45,12 +45,12 @@ def train(args) -> int:
             # (or finds it prepared) and writes config.json; then every rank builds its task.
             run_dir = Path(args.resume) if args.resume else \
                 make_run_dir(args.out, settings.train.task, args.overwrite)
-            vocab_size, pad_id = prepare_task(settings.train, run_dir, quiet=args.quiet)
-            write_settings(run_dir, settings.with_vocabulary(vocab_size, pad_id))
-            return str(run_dir), vocab_size, pad_id
+            src_size, tgt_size, pad_id = prepare_task(settings.train, run_dir, quiet=args.quiet)
+            write_settings(run_dir, settings.with_vocabulary(src_size, pad_id, tgt_size))
+            return str(run_dir), src_size, tgt_size, pad_id
 
-        run_dir, vocab_size, pad_id = distributed.main_first(ctx, prepare)
-        run_dir, ready = Path(run_dir), settings.with_vocabulary(vocab_size, pad_id)
+        run_dir, src_size, tgt_size, pad_id = distributed.main_first(ctx, prepare)
+        run_dir, ready = Path(run_dir), settings.with_vocabulary(src_size, pad_id, tgt_size)
         task = make_task(ready.train, run_dir, ready.model.max_len, quiet=not ctx.is_main)
         started = time.time()
         summary = training.train(run_dir, ready.model, ready.train, task, ctx=ctx,
@@ -97,7 +97,7 @@ def data(args) -> int:
     return 0
 
 
-PREPARE_KEYS = ("vocab_size", "tokenizer_sample")
+PREPARE_KEYS = ("vocab_size", "tokenizer_sample", "tokenizer", "vocab")
 
 
 def prepare(args) -> int:
@@ -110,5 +110,6 @@ def prepare(args) -> int:
                         f"the keys that do: {', '.join(PREPARE_KEYS)}")
     train = new_settings("parallel", None, {"task": "parallel", **values}).train
     prepare_corpus(args.src, args.tgt, args.out, args.valid_src, args.valid_tgt,
-                   vocab_size=train.vocab_size, tokenizer_sample=train.tokenizer_sample)
+                   vocab_size=train.vocab_size, tokenizer_sample=train.tokenizer_sample,
+                   tokenizer=train.tokenizer, vocab=train.vocab)
     return 0

@@ -119,7 +119,8 @@ class Translator:
     """A loaded run and the translate flags: input lines -> the lines to print."""
 
     def __init__(self, run: LoadedRun, args, beam: int, seed: int | None) -> None:
-        self.model, self.tokenizer, self.args = run.model, run.vocab, args
+        self.model, self.args = run.model, args
+        self.source, self.target = run.source, run.target  # one object for a joint vocabulary
         self.options = run.settings.train.decoding
         self.beam, self.seed = beam, seed
         self.device = next(run.model.parameters()).device
@@ -131,13 +132,13 @@ class Translator:
         found = self.decode(ids, first_line)
         needed = args.scores or (args.sample and args.n_best is not None)
         flat = [(ids[i], tokens) for i, hyps in enumerate(found) for tokens, _ in hyps]
-        log_probs = iter(score_pairs(self.model, flat, self.tokenizer.bos_id,
-                                     self.tokenizer.eos_id) if needed else [])
+        log_probs = iter(score_pairs(self.model, flat, self.target.bos_id,
+                                     self.target.eos_id) if needed else [])
         out = []
         for hyps in found:
             rows = []
             for tokens, beam_score in hyps:
-                text = self.tokenizer.decode(tokens)
+                text = self.target.decode(tokens)
                 extra, normalised = "", None
                 if needed:
                     log_prob = sum(next(log_probs))
@@ -153,7 +154,7 @@ class Translator:
     def sources(self, texts: list[str], first_line: int) -> list[list[int]]:
         """Source ids as every command reads them (data/sources.py), lines numbered from
         `first_line`: unknown symbols left out (a note), past the limit refused or cut."""
-        sources = encode_sources(self.tokenizer, texts, self.model.cfg.max_len)
+        sources = encode_sources(self.source, texts, self.model.cfg.max_len)
         where = Where(first_line=first_line)
         if self.args.long == "error":  # before any decoding: nothing is printed
             sources.refuse_long(where, hint="use --long truncate to cut them")
@@ -164,10 +165,10 @@ class Translator:
         """Per source, its hypotheses, decoded in length-sorted batches; an empty source
         gets none."""
         if not self.args.sample:
-            return beam_translate(self.model, self.tokenizer, ids, self.options,
+            return beam_translate(self.model, self.source, ids, self.options,
                                   n_best=self.args.n_best or 1, beam_size=self.beam)
         found: Found = [[] for _ in ids]
-        for chunk, src in length_batches(ids, self.tokenizer, self.device):
+        for chunk, src in length_batches(ids, self.source, self.device):
             for i, hyps in zip(chunk, self.sample(src, [first_line + i for i in chunk])):
                 found[i] = [(tokens, None) for tokens in hyps]
         return found
@@ -178,8 +179,8 @@ class Translator:
         args, K = self.args, self.args.n_best or 1
         generators = row_generators(self.seed, [(line, k) for line in lines for k in range(K)],
                                     self.device)
-        samples = sample_decode(self.model, src.repeat_interleave(K, dim=0), self.tokenizer.bos_id,
-                                self.tokenizer.eos_id, temperature=args.temperature or 1.0,
+        samples = sample_decode(self.model, src.repeat_interleave(K, dim=0), self.target.bos_id,
+                                self.target.eos_id, temperature=args.temperature or 1.0,
                                 top_k=args.top_k or 0, max_len_a=self.options.max_len_a,
                                 max_len_b=self.options.max_len_b, generators=generators)
         return [samples[b * K:(b + 1) * K] for b in range(len(lines))]
@@ -190,22 +191,22 @@ class Translator:
 def score(args) -> int:
     """Forced decoding of --tgt given --src, one line per pair (see `score --help`)."""
     run = load_run(args.run_dir, args.checkpoint, args.device)
-    model, tokenizer = run.model, run.vocab
+    model, source, target = run.model, run.source, run.target
     pairs = read_parallel(args.src, args.tgt)  # files, UTF-8 and line counts checked
     max_len = model.cfg.max_len
-    sources = encode_sources(tokenizer, [s for s, _ in pairs], max_len)
-    tgt_ids = tokenizer.encode_batch([t for _, t in pairs])
+    sources = encode_sources(source, [s for s, _ in pairs], max_len)
+    tgt_ids = target.encode_batch([t for _, t in pairs])
     sources.refuse_long(Where(args.src))
     _refuse_long(args.tgt, [i for i, row in enumerate(tgt_ids) if len(row) >= max_len], max_len)
     notes = sources.notes(Where(args.src))
     notes += [f"note: {args.tgt}:{i + 1}: symbols the vocabulary lacks, scored as <unk>"
-              for i, row in enumerate(tgt_ids) if tokenizer.unk_id in row]
+              for i, row in enumerate(tgt_ids) if target.unk_id in row]
     say(notes)
-    results = score_pairs(model, list(zip(sources.ids, tgt_ids)), tokenizer.bos_id, tokenizer.eos_id)
-    for target, log_probs in zip(tgt_ids, results):
+    results = score_pairs(model, list(zip(sources.ids, tgt_ids)), target.bos_id, target.eos_id)
+    for ids, log_probs in zip(tgt_ids, results):
         line = f"{sum(log_probs):.4f}"
         if args.tokens:
-            pieces = [_piece(tokenizer.token(i)) for i in target] + ["<eos>"]
+            pieces = [_piece(target.token(i)) for i in ids] + ["<eos>"]
             line += f"\t{' '.join(f'{p:.4f}' for p in log_probs)}\t{' '.join(pieces)}"
         print(line)
     say([f"using checkpoint {describe_checkpoint(run.checkpoint)}"])
@@ -244,10 +245,10 @@ def evaluate(args) -> int:
         split = args.split or MULTI30K_TEST
         pairs, name = load_multi30k(split, train.src_lang, train.tgt_lang,
                                     args.data_dir or train.data_dir or None), split
-    sources = encode_sources(run.vocab, [s for s, _ in pairs], run.model.cfg.max_len)
+    sources = encode_sources(run.source, [s for s, _ in pairs], run.model.cfg.max_len)
     sources.refuse_long(Where(args.src) if args.src else Where())
-    found = beam_translate(run.model, run.vocab, sources.ids, train.decoding, beam_size=args.beam)
-    hypotheses = best_texts(run.vocab, found)
+    found = beam_translate(run.model, run.source, sources.ids, train.decoding, beam_size=args.beam)
+    hypotheses = best_texts(run.target, found)
     bleu, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")

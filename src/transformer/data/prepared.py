@@ -8,7 +8,8 @@ one copy for all of them) instead of each holding the corpus as Python objects.
 
     DIR/manifest.json      format version, counts, the ids' dtype, every input file (size,
                            SHA-256) and every setting that shaped the result
-    DIR/tokenizer.json     the joint BPE vocabulary
+    DIR/tokenizer.json     the joint vocabulary (BPE or unigram); with vocab = "separate",
+                           tokenizer.src.json and tokenizer.tgt.json, one for each side
     DIR/train.src.ids      every training source's ids end to end (uint16 while the
     DIR/train.tgt.ids      vocabulary fits in 65,536 ids, else uint32), and for each side
     DIR/train.src.offsets  n + 1 int64 offsets: sentence i is ids[offsets[i]:offsets[i+1]]
@@ -45,6 +46,7 @@ from .tokenizer import Tokenizer
 FORMAT = 1  # the layout above; a folder of another version is refused
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
+VOCAB_CHOICES = ("joint", "separate")  # the `vocab` key
 SIDES = ("src", "tgt")
 HELD_OUT_MAX = 1000  # without validation files: the last 1% of the pairs, at most this many
 
@@ -52,19 +54,21 @@ HELD_OUT_MAX = 1000  # without validation files: the last 1% of the pairs, at mo
 def prepare_corpus(src: str | os.PathLike, tgt: str | os.PathLike, out: str | os.PathLike,
                    valid_src: str | None = None, valid_tgt: str | None = None,
                    vocab_size: int = 8000, tokenizer_sample: int = 2_000_000,
-                   batch_lines: int = 10_000, say: Callable[[str], None] = print) -> Path:
+                   tokenizer: str = "bpe", vocab: str = "joint", batch_lines: int = 10_000,
+                   say: Callable[[str], None] = print) -> Path:
     """Prepare DIR `out` from the line-aligned files `src` and `tgt` (plain or .gz).
 
     Without validation files, the last 1% of the pairs (at most 1,000, at least one) are
-    held out for validation. The tokenizer learns from the first `tokenizer_sample`
-    training pairs, both sides. Returns `out`.
+    held out for validation. The tokenizer (`tokenizer`: "bpe" or "unigram") learns from
+    the first `tokenizer_sample` training pairs: one vocabulary of `vocab_size` for both
+    sides (`vocab` "joint"), or one of `vocab_size` for each ("separate"). Returns `out`.
     """
     if bool(valid_src) != bool(valid_tgt):
         raise UserError("give both --valid-src and --valid-tgt, or neither")
     inputs = {"src": src, "tgt": tgt, **({"valid_src": valid_src, "valid_tgt": valid_tgt}
                                           if valid_src else {})}
     settings = {"vocab_size": vocab_size, "tokenizer_sample": tokenizer_sample,
-                "tokenizer": "bpe", "vocab": "joint"}
+                "tokenizer": tokenizer, "vocab": vocab}
     wanted = {"format": FORMAT, "inputs": {k: _fingerprint(v) for k, v in inputs.items()},
               "settings": settings}
     out = Path(out)
@@ -80,14 +84,24 @@ def prepare_corpus(src: str | os.PathLike, tgt: str | os.PathLike, out: str | os
         raise UserError(f"{src}: need at least 2 sentence pairs to hold one out for validation")
 
     def fill(tmp: Path) -> None:
-        sample = itertools.islice(stream_parallel(src, tgt), min(n_train, tokenizer_sample))
-        tokenizer = Tokenizer.train((text for pair in sample for text in pair), vocab_size)
-        tokenizer.save(tmp / TOKENIZER)
-        counts = _write_ids(tmp, tokenizer, stream_parallel(src, tgt), n_train, batch_lines)
+        def sample(sides: tuple[int, ...]) -> Iterator[str]:
+            pairs = itertools.islice(stream_parallel(src, tgt), min(n_train, tokenizer_sample))
+            return (pair[k] for pair in pairs for k in sides)
+
+        if vocab == "joint":
+            joint = Tokenizer.train(sample((0, 1)), vocab_size, model=tokenizer)
+            tokenizers = {"src": joint, "tgt": joint}
+        else:
+            tokenizers = {side: Tokenizer.train(sample((k,)), vocab_size, model=tokenizer)
+                          for k, side in enumerate(SIDES)}
+        for side, name in tokenizer_files(vocab).items():
+            tokenizers[side].save(tmp / name)
+        counts = _write_ids(tmp, tokenizers, stream_parallel(src, tgt), n_train, batch_lines)
         if valid_src:
             counts["valid"] = _write_texts(tmp, stream_parallel(valid_src, valid_tgt))
-        manifest = {**wanted, **counts, "vocab_size_reached": tokenizer.vocab_size,
-                    "dtype": _dtype(tokenizer.vocab_size).name}
+        sizes = {side: tokenizers[side].vocab_size for side in SIDES}
+        manifest = {**wanted, **counts, "vocab_size_reached": sizes,
+                    "dtype": _dtype(max(sizes.values())).name}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
     try:
@@ -132,15 +146,22 @@ def _changes(out: Path, wanted: dict) -> list[str] | None:
     return changed
 
 
+def tokenizer_files(vocab: str) -> dict[str, str]:
+    """The tokenizer file of each side: one shared, or one each."""
+    if vocab not in VOCAB_CHOICES:
+        raise ValueError(f"vocab={vocab!r}: expected one of {VOCAB_CHOICES}")
+    return {side: TOKENIZER if vocab == "joint" else f"tokenizer.{side}.json" for side in SIDES}
+
+
 def _dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
 
 
-def _write_ids(tmp: Path, tokenizer: Tokenizer, pairs: Iterator[tuple[str, str]], n_train: int,
-               batch_lines: int) -> dict:
+def _write_ids(tmp: Path, tokenizers: dict[str, Tokenizer], pairs: Iterator[tuple[str, str]],
+               n_train: int, batch_lines: int) -> dict:
     """Encode the training pairs in batches into the .ids and .offsets files; the pairs
     after the first `n_train` (the held-out ones) go to valid.src and valid.tgt as text."""
-    dtype = _dtype(tokenizer.vocab_size)
+    dtype = _dtype(max(tokenizer.vocab_size for tokenizer in tokenizers.values()))
     ends = {side: array.array("q", [0]) for side in SIDES}  # 8 bytes a sentence
     files = {side: open(tmp / f"train.{side}.ids", "wb") for side in SIDES}
     held_out = collections.deque()
@@ -152,7 +173,7 @@ def _write_ids(tmp: Path, tokenizer: Tokenizer, pairs: Iterator[tuple[str, str]]
             train = batch[: max(0, n_train - start)]
             held_out.extend(batch[len(train):])
             for k, side in enumerate(SIDES):
-                for ids in tokenizer.encode_batch([pair[k] for pair in train]):
+                for ids in tokenizers[side].encode_batch([pair[k] for pair in train]):
                     np.asarray(ids, dtype=dtype).tofile(files[side])
                     ends[side].append(ends[side][-1] + len(ids))
     finally:
@@ -192,7 +213,12 @@ class PreparedCorpus:
         if self.manifest.get("format") != FORMAT:
             raise UserError(f"{self.folder}: prepared in format {self.manifest.get('format')!r}, "
                             f"this version reads format {FORMAT}; prepare it again")
-        self.tokenizer = Tokenizer.load(self.folder / TOKENIZER)
+        vocab = (self.manifest.get("settings") or {}).get("vocab", "joint")
+        loaded = {name: Tokenizer.load(self.folder / name)
+                  for name in set(tokenizer_files(vocab).values())}
+        # One object for both sides when the vocabulary is joint.
+        self.tokenizer_files = tokenizer_files(vocab)
+        self.tokenizers = {side: loaded[name] for side, name in self.tokenizer_files.items()}
         dtype = np.dtype(self.manifest["dtype"])
         self.ids = {side: np.memmap(self.folder / f"train.{side}.ids", dtype=dtype, mode="r")
                     if self.manifest["tokens"][side] else np.zeros(0, dtype) for side in SIDES}

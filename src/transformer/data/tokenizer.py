@@ -36,9 +36,12 @@ PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
 ZWJ = "\u200d"  # the zero-width joiner of emoji sequences such as 👨‍👩‍👧
 
 
-def _empty_bpe() -> tokenizers.Tokenizer:
-    """An untrained BPE tokenizer with this project's normaliser, pre-tokeniser and decoder."""
-    inner = tokenizers.Tokenizer(models.BPE(unk_token=UNK))
+MODELS = ("bpe", "unigram")  # the `tokenizer` key
+
+
+def _empty(model: str) -> tokenizers.Tokenizer:
+    """An untrained tokenizer with this project's normaliser, pre-tokeniser and decoder."""
+    inner = tokenizers.Tokenizer(models.BPE(unk_token=UNK) if model == "bpe" else models.Unigram())
     inner.normalizer = normalizers.NFC()
     inner.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     inner.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
@@ -52,18 +55,28 @@ class Tokenizer:
         self.inner = inner
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
-        """Learn BPE merges from `texts` (give both languages for a joint vocabulary).
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+              model: str = "bpe") -> Tokenizer:
+        """Learn a vocabulary from `texts` (give both languages for a joint one).
 
-        The vocabulary may end up smaller than `vocab_size` when the text runs out of
-        pairs that occur at least `min_frequency` times.
+        model "bpe": merges of frequent pairs (Sennrich et al., 2016), as the paper; the
+        vocabulary may end up smaller than `vocab_size` when the text runs out of pairs
+        that occur at least `min_frequency` times. "unigram": the pieces of a unigram
+        language model (Kudo, 2018), pruned down to `vocab_size`.
         """
         if not isinstance(vocab_size, int) or vocab_size <= len(SPECIAL_TOKENS):
             raise UserError(f"vocab_size: must be an integer above {len(SPECIAL_TOKENS)}, "
                             f"got {vocab_size!r}")
-        inner = _empty_bpe()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                      special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        if model not in MODELS:
+            raise ValueError(f"model={model!r}: expected one of {MODELS}")
+        inner = _empty(model)
+        if model == "bpe":
+            trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                          special_tokens=list(SPECIAL_TOKENS), show_progress=False)
+        else:
+            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, unk_token=UNK,
+                                              special_tokens=list(SPECIAL_TOKENS),
+                                              show_progress=False)
         inner.train_from_iterator(texts, trainer=trainer)
         if inner.get_vocab_size() == len(SPECIAL_TOKENS):
             raise UserError("tokenizer: no text to train on (every training sentence is empty)")

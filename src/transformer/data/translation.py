@@ -35,6 +35,7 @@ from .batching import collate, example_lengths, padding_fraction, token_batches
 from .parallel import multi30k_files
 from .prepared import MANIFEST, PreparedCorpus, prepare_corpus
 from .sources import encode_sources
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 PREPARED = "data"  # RUN_DIR/data: where a run prepares its corpus when not given one
 
@@ -43,9 +44,9 @@ class TranslationData:
     def __init__(self, train_cfg, run_dir: Path, max_len: int, quiet: bool = False) -> None:
         self.cfg = train_cfg
         self.corpus = PreparedCorpus(prepared_folder(train_cfg, Path(run_dir), quiet))
-        self.tokenizer = tok = self.corpus.tokenizer
-        self.vocab_size, self.pad_id = tok.vocab_size, tok.pad_id
-        self.bos_id, self.eos_id = tok.bos_id, tok.eos_id
+        # The two sides' tokenizers: one object for a joint vocabulary.
+        self.source, self.target = self.corpus.tokenizers["src"], self.corpus.tokenizers["tgt"]
+        self.pad_id, self.bos_id, self.eos_id = PAD_ID, BOS_ID, EOS_ID
 
         # Training keeps the pairs with both sides non-empty and within the model's limit:
         # decided on the lengths array, the ids stay on disk.
@@ -58,8 +59,8 @@ class TranslationData:
         # Validation keeps every pair, cut at the model's limit: the sources exactly as
         # decode_metrics will decode them, the targets for the loss (BLEU takes them whole).
         self.valid_pairs = self.corpus.valid_pairs()
-        valid_src = encode_sources(tok, [s for s, _ in self.valid_pairs], max_len)
-        valid_tgt = tok.encode_batch([t for _, t in self.valid_pairs])
+        valid_src = encode_sources(self.source, [s for s, _ in self.valid_pairs], max_len)
+        valid_tgt = self.target.encode_batch([t for _, t in self.valid_pairs])
         self.valid_ids = [(s, t[:max_len - 1]) for s, t in zip(valid_src.ids, valid_tgt)]
         n_cut = len(valid_src.cut) + sum(len(t) >= max_len for t in valid_tgt)
         batches = token_batches(self.lengths, train_cfg.batch_tokens, seed=train_cfg.seed)
@@ -70,9 +71,17 @@ class TranslationData:
                   f"or longer than {limit} tokens), {len(self.valid_pairs):,} validation pairs "
                   f"(sentences cut to {max_len - 1} tokens: {n_cut}, "
                   f"unknown symbols left out: {sum(map(len, valid_src.dropped))}); "
-                  f"vocabulary {tok.vocab_size:,}; {len(batches):,} batches per epoch, "
+                  f"{self.vocabularies()}; {len(batches):,} batches per epoch, "
                   f"{padding_fraction(batches, self.lengths):.1%} padding", flush=True)
         self.examples: list[tuple[str, str, str]] = []
+
+    def vocabularies(self) -> str:
+        """The data line's words on the vocabulary."""
+        if self.source is self.target:
+            return f"vocabulary {self.source.vocab_size:,}"
+        return (f"separate vocabularies of {self.source.vocab_size:,} source and "
+                f"{self.target.vocab_size:,} target ids (the source embedding is not tied "
+                "to the target's)")
 
     def train_stream(self, state: dict | None, rank: int = 0, world_size: int = 1):
         """Yields (batch, data_state) forever, epoch after epoch, from `state` on."""
@@ -105,15 +114,17 @@ def prepared_folder(cfg, run_dir: Path, quiet: bool = False) -> Path:
         return Path(cfg.data)
     say = (lambda text: None) if quiet else print
     if cfg.task == "multi30k":
-        folder = cache_dir() / "prepared" / (f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-"
-                                            f"{cfg.vocab_size}-{cfg.tokenizer_sample}")
+        folder = cache_dir() / "prepared" / (
+            f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{cfg.tokenizer}-{cfg.vocab}-"
+            f"{cfg.vocab_size}-{cfg.tokenizer_sample}")
     else:
         folder = run_dir / PREPARED
         if (folder / MANIFEST).is_file():
             return folder
     src, tgt, valid_src, valid_tgt = corpus_files(cfg)
     prepare_corpus(src, tgt, folder, valid_src, valid_tgt, vocab_size=cfg.vocab_size,
-                   tokenizer_sample=cfg.tokenizer_sample, say=say)
+                   tokenizer_sample=cfg.tokenizer_sample, tokenizer=cfg.tokenizer,
+                   vocab=cfg.vocab, say=say)
     return folder
 
 

@@ -49,9 +49,11 @@ def encode_source(model, vocab, text: str) -> list[int]:
 
 @torch.no_grad()
 def analyze(model, vocab, text: str, options: DecodingOptions, beam: int | None = None,
-            n_best: int = 1, attention: bool = False, alternatives: int = 5) -> dict:
+            n_best: int = 1, attention: bool = False, alternatives: int = 5,
+            target=None) -> dict:
     """Translate `text` with beam search as the run decodes (`options`; `beam` overrides
-    its beam size) and explain the best translation.
+    its beam size) and explain the best translation. `vocab` reads the source; `target`,
+    for a run with separate vocabularies, names the output's tokens.
 
     The answer (T = len(target_tokens), S = len(source_tokens)):
         translation           the best hypothesis as text
@@ -82,19 +84,20 @@ def analyze(model, vocab, text: str, options: DecodingOptions, beam: int | None 
     found = translate(model, vocab, [src_ids], options, n_best=n_best, beam_size=beam)[0]
     log_probs, maps = _teacher_forced(model, src_ids, [tokens for tokens, _ in found], vocab,
                                       attention)
+    out = target or vocab  # the vocabulary of the output
     best = found[0][0]
     T = len(best) + 1
-    target = best + [vocab.eos_id]
+    target_ids = best + [out.eos_id]
 
     answer = {
-        "translation": vocab.decode(best),
-        "hypotheses": [_hypothesis(vocab, tokens, score, log_probs[i])
+        "translation": out.decode(best),
+        "hypotheses": [_hypothesis(out, tokens, score, log_probs[i])
                        for i, (tokens, score) in enumerate(found)],
         "source_tokens": _tokens(vocab, src_ids + [vocab.eos_id]),
-        "target_tokens": _tokens(vocab, target),
-        "decoder_input_tokens": _tokens(vocab, [vocab.bos_id] + best),
-        "token_probs": _target_log_probs(log_probs[0], target).exp().tolist(),
-        "alternatives": _alternatives(vocab, log_probs[0, :T], alternatives),
+        "target_tokens": _tokens(out, target_ids),
+        "decoder_input_tokens": _tokens(out, [out.bos_id] + best),
+        "token_probs": _target_log_probs(log_probs[0], target_ids).exp().tolist(),
+        "alternatives": _alternatives(out, log_probs[0, :T], alternatives),
         "checkpoint": None,
     }
     if attention:

@@ -83,9 +83,11 @@ def best_texts(vocab, found: Found) -> list[str]:
 
 
 def translate_texts(model, vocab, texts: Sequence[str], options: DecodingOptions,
-                    beam_size: int | None = None) -> list[str]:
+                    beam_size: int | None = None, target=None) -> list[str]:
     """Each text's best translation, in input order. Sources are read as data/sources.py
     reads them, a sentence past the model's limit cut there (a caller that must refuse
-    such sentences, or tell of them, encodes first and calls `translate`)."""
+    such sentences, or tell of them, encodes first and calls `translate`). `vocab` reads
+    the sources, `target` (a run with separate vocabularies) writes the translations."""
     sources = encode_sources(vocab, texts, model.cfg.max_len)
-    return best_texts(vocab, translate(model, vocab, sources.ids, options, beam_size=beam_size))
+    found = translate(model, vocab, sources.ids, options, beam_size=beam_size)
+    return best_texts(target or vocab, found)

@@ -169,12 +169,12 @@ def run_variant(variant: Variant, values: dict, run_dir: Path) -> dict:
     failure = None
     with open(run_dir / "train.log", "w", encoding="utf-8") as log, \
             contextlib.redirect_stdout(log):
-        prepare_task(settings.train, run_dir)  # a translation variant's tokenizer, in its run
+        src_size, tgt_size, pad_id = prepare_task(settings.train, run_dir)
         task = make_task(settings.train, run_dir, settings.model.max_len)
         ablation = {"variant": variant.name, "change": variant.change}
         if variant.attention is not None:  # loading the run restores it (run/ablated_attention.py)
             ablation["attention_fn"] = f"{variant.attention.__module__}.{variant.attention.__name__}"
-        settings = dataclasses.replace(settings.with_vocabulary(task.vocab_size, task.pad_id),
+        settings = dataclasses.replace(settings.with_vocabulary(src_size, pad_id, tgt_size),
                                        ablation=ablation)
         write_settings(run_dir, settings)
         # Every variant's model is built here, from the same seed as train() uses, so all
@@ -236,5 +236,6 @@ def write_multi30k_slice(values: dict, folder: Path) -> dict:
     train = settings_from_values(values).train
     prepared = prepare_corpus(keys["src"], keys["tgt"], folder / "prepared", keys["valid_src"],
                               keys["valid_tgt"], vocab_size=train.vocab_size,
-                              tokenizer_sample=train.tokenizer_sample, say=lambda text: None)
+                              tokenizer_sample=train.tokenizer_sample, tokenizer=train.tokenizer,
+                              vocab=train.vocab, say=lambda text: None)
     return {**keys, "data": str(prepared)}

@@ -3,8 +3,9 @@
     RUN_DIR/config.json         the run's settings: {"model": TransformerConfig fields,
                                 "train": TrainConfig fields} (settings.py), plus
                                 "ablation" for a variant of `transformer ablate`
-    RUN_DIR/tokenizer.json      the joint BPE (translation runs only; a synthetic run's
-                                vocabulary is its numbered symbols, data/symbols.py)
+    RUN_DIR/tokenizer.json      the joint vocabulary (translation runs only; a synthetic
+                                run's is its numbered symbols, data/symbols.py), or
+                                tokenizer.src.json and tokenizer.tgt.json (vocab = "separate")
     RUN_DIR/metrics.jsonl       the training log (training/metrics.py)
     RUN_DIR/checkpoints/        step-NNNNNN/, best/, averaged/ (checkpoint/catalogue.py)
     RUN_DIR/plots/              PNGs written by `transformer plot`
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from ..checkpoint.catalogue import pick_checkpoint
 from ..checkpoint.format import load_weights
+from ..data.prepared import tokenizer_files
 from ..data.symbols import SymbolVocabulary
 from ..data.synthetic import FIRST_SYMBOL
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
@@ -44,7 +46,6 @@ from .ablated_attention import restore_attention
 from .settings import RunSettings
 
 CONFIG_FILE = "config.json"
-TOKENIZER_FILE = "tokenizer.json"
 
 
 def make_run_dir(out: str | None, task: str, overwrite: bool) -> Path:
@@ -98,10 +99,14 @@ def read_settings(run_dir: str | os.PathLike) -> RunSettings:
     return RunSettings.from_json(data, str(path))
 
 
+Vocabulary = Tokenizer | SymbolVocabulary  # both encode and decode text alike
+
+
 @dataclass
 class LoadedRun:
     model: Transformer  # in eval mode, on the device asked for
-    vocab: Tokenizer | SymbolVocabulary  # both encode and decode text alike
+    source: Vocabulary  # reads the source text
+    target: Vocabulary  # writes the translations; the same object as `source` when joint
     settings: RunSettings
     checkpoint: Path  # the folder its weights came from
 
@@ -113,21 +118,25 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = 
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
     settings = read_settings(run_dir)
-    vocab = load_vocabulary(run_dir, settings)
+    source, target = load_vocabularies(run_dir, settings)
     path = pick_checkpoint(run_dir, checkpoint)
     model = Transformer(settings.model)
     load_weights(path, model)
     restore_attention(model, settings.ablation)
     model.to(resolve_device(device)).eval()
-    return LoadedRun(model, vocab, settings, path)
+    return LoadedRun(model, source, target, settings, path)
 
 
-def load_vocabulary(run_dir: Path, settings: RunSettings) -> Tokenizer | SymbolVocabulary:
-    """The run's tokenizer.json, or the symbols of a synthetic task (`num_symbols` of its
-    config); UserError for a translation run without its tokenizer.json."""
-    tokenizer_path = run_dir / TOKENIZER_FILE
-    if tokenizer_path.exists():
-        return Tokenizer.load(tokenizer_path)
+def load_vocabularies(run_dir: Path, settings: RunSettings) -> tuple[Vocabulary, Vocabulary]:
+    """(source, target) vocabularies of a run: its tokenizer.json for both sides, or its
+    tokenizer.src.json and tokenizer.tgt.json (`vocab = "separate"`), or the symbols of a
+    synthetic task (`num_symbols` of its config); UserError for a translation run
+    without its tokenizers."""
+    files = tokenizer_files(settings.train.vocab)
+    if all((run_dir / name).exists() for name in files.values()):
+        loaded = {name: Tokenizer.load(run_dir / name) for name in set(files.values())}
+        return loaded[files["src"]], loaded[files["tgt"]]
+    tokenizer_path = run_dir / files["src"]
     train, model = settings.train, settings.model
     if train.task not in SYNTHETIC_TASKS:
         raise UserError(f"{tokenizer_path}: no such file (a translation run needs the "
@@ -139,7 +148,8 @@ def load_vocabulary(run_dir: Path, settings: RunSettings) -> Tokenizer | SymbolV
         raise UserError(f"{run_dir / CONFIG_FILE}: num_symbols={train.num_symbols!r} does not fit "
                         f"the model's vocabulary of {' and '.join(map(str, sorted(sizes)))} ids "
                         f"({FIRST_SYMBOL} special ids + the symbols)")
-    return SymbolVocabulary(train.num_symbols)
+    symbols = SymbolVocabulary(train.num_symbols)
+    return symbols, symbols
 
 
 def bleu_history(run_dir: str | os.PathLike) -> tuple[list[int], list[float]]:

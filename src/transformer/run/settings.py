@@ -63,9 +63,17 @@ class RunSettings:
     train: TrainConfig
     ablation: dict | None = None
 
-    def with_vocabulary(self, vocab_size: int, pad_id: int) -> RunSettings:
-        model = self.model.replace(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
-                                   pad_id=pad_id)
+    def with_vocabulary(self, vocab_size: int, pad_id: int,
+                        tgt_vocab_size: int | None = None) -> RunSettings:
+        """The settings with the task's vocabulary: one shared (`vocab_size`), or a source
+        and a target one of their own sizes. Two vocabularies cannot share one embedding:
+        `tie_embeddings = "all"` then ties the decoder's input and output only."""
+        tgt_vocab_size = tgt_vocab_size or vocab_size
+        tie = self.model.tie_embeddings
+        if tgt_vocab_size != vocab_size and tie == "all":
+            tie = "decoder"
+        model = self.model.replace(src_vocab_size=vocab_size, tgt_vocab_size=tgt_vocab_size,
+                                   pad_id=pad_id, tie_embeddings=tie)
         return dataclasses.replace(self, model=model)
 
     def values(self) -> dict:

@@ -109,8 +109,8 @@ class TranslationService:
             raise UserError(f"{self.run_dir}: no such run directory")
         self.default = pick_checkpoint(self.run_dir, checkpoint)
         run = load_run(self.run_dir, self.default, device)
-        self.vocab, self.settings = run.vocab, run.settings
-        self.symbols = self.vocab.num_symbols if isinstance(self.vocab, SymbolVocabulary) else None
+        self.source, self.target, self.settings = run.source, run.target, run.settings
+        self.symbols = self.source.num_symbols if isinstance(self.source, SymbolVocabulary) else None
         self.parameters = run.model.num_parameters()
         self.max_len = run.model.cfg.max_len
         self.lock = threading.Lock()
@@ -127,12 +127,13 @@ class TranslationService:
             name, model = self._model(request.checkpoint)
             for i, text in enumerate(request.texts):  # every text checked before any work
                 try:
-                    encode_source(model, self.vocab, text)
+                    encode_source(model, self.source, text)
                 except UserError as error:
                     raise UserError(f"texts[{i}]: {error}" if request.batch else str(error)) from None
             for text in request.texts:
                 start = time.perf_counter()
-                answer = analyze(model, self.vocab, text, self.settings.train.decoding,
+                answer = analyze(model, self.source, text, self.settings.train.decoding,
+                                 target=self.target,
                                  beam=request.beam, n_best=request.n_best,
                                  attention=request.attention)
                 answer["checkpoint"] = name

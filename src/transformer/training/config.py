@@ -47,6 +47,8 @@ class TrainConfig:
     tgt_lang: str = "de"
     vocab_size: int = 8000  # joint BPE vocabulary
     tokenizer_sample: int = 2_000_000  # training pairs the tokenizer learns from (the first)
+    tokenizer: str = "bpe"  # bpe | unigram
+    vocab: str = "joint"  # joint (one vocabulary, all embeddings tied) | separate (one a side)
     data: str = ""  # a prepared corpus (`transformer data prepare`); "" = prepare the task's
     data_dir: str = ""  # Multi30k folder; "" = TRANSFORMER_DATA or ../shared/data/multi30k
     src: str = ""  # parallel task: training files
@@ -123,6 +125,7 @@ TRAIN_CHECKS = {
     "num_symbols": _at_least(1), "min_length": _at_least(1), "max_length": _at_least(1),
     "src_lang": _check_type(str), "tgt_lang": _check_type(str), "vocab_size": _at_least(1),
     "tokenizer_sample": _at_least(1), "data": _check_type(str),
+    "tokenizer": _one_of("bpe", "unigram"), "vocab": _one_of("joint", "separate"),
     "data_dir": _check_type(str), "src": _check_type(str), "tgt": _check_type(str),
     "valid_src": _check_type(str), "valid_tgt": _check_type(str),
     "max_tokens_per_sentence": _at_least(0),

@@ -18,10 +18,10 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..data.prepared import TOKENIZER
+from ..data.prepared import PreparedCorpus
 from ..data.synthetic import FIRST_SYMBOL, SyntheticSequences
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
-from ..data.tokenizer import PAD_ID, Tokenizer
+from ..data.tokenizer import PAD_ID
 from ..data.translation import TranslationData, prepared_folder
 from ..decoding.bleu import corpus_bleu
 from ..decoding.greedy import greedy_decode
@@ -32,7 +32,6 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in (B
 
 
 class Task(Protocol):
-    vocab_size: int  # one vocabulary for source and target
     pad_id: int
 
     def train_stream(self, state: dict | None, rank: int, world_size: int
@@ -71,22 +70,26 @@ class TranslationTask(TranslationData):
             return {}
         sources = [s for s, _ in self.valid_pairs]
         references = [t for _, t in self.valid_pairs]
-        hypotheses = translate_texts(model, self.tokenizer, sources, train_cfg.decoding)
+        hypotheses = translate_texts(model, self.source, sources, train_cfg.decoding,
+                                     target=self.target)
         score, signature = corpus_bleu(hypotheses, references)
         self.examples = list(zip(sources[:3], references[:3], hypotheses[:3]))
         return {"bleu": score, "bleu_signature": signature}
 
 
-def prepare_task(train_cfg: TrainConfig, run_dir: Path, quiet: bool = False) -> tuple[int, int]:
+def prepare_task(train_cfg: TrainConfig, run_dir: Path, quiet: bool = False
+                 ) -> tuple[int, int, int]:
     """What one process does before the others may build the task: a translation task's
-    corpus prepared (if it is not yet) and its tokenizer copied into the run. Returns the
-    vocabulary size and pad id, which the model's config needs."""
+    corpus prepared (if it is not yet) and its tokenizers copied into the run. Returns
+    what the model's config needs: the source and target vocabulary sizes and the pad id."""
     if train_cfg.task in SYNTHETIC_TASKS:
-        return FIRST_SYMBOL + train_cfg.num_symbols, PAD_ID
-    tokenizer = Tokenizer.load(prepared_folder(train_cfg, run_dir, quiet) / TOKENIZER)
-    if not (run_dir / TOKENIZER).exists():  # the run's own copy: translate reads it
-        tokenizer.save(run_dir / TOKENIZER)
-    return tokenizer.vocab_size, tokenizer.pad_id
+        return FIRST_SYMBOL + train_cfg.num_symbols, FIRST_SYMBOL + train_cfg.num_symbols, PAD_ID
+    corpus = PreparedCorpus(prepared_folder(train_cfg, run_dir, quiet))
+    for side, name in corpus.tokenizer_files.items():
+        if not (run_dir / name).exists():  # the run's own copies: translate reads them
+            corpus.tokenizers[side].save(run_dir / name)
+    source, target = corpus.tokenizers["src"], corpus.tokenizers["tgt"]
+    return source.vocab_size, target.vocab_size, source.pad_id
 
 
 def make_task(train_cfg: TrainConfig, run_dir: Path, max_len: int, quiet: bool = False) -> Task:

@@ -20,8 +20,9 @@ from serve_helpers import Server
 # The files with the longest trainings, longest first. `make test` runs two worker
 # processes, each taking whole files (--dist loadfile: a file's module fixtures are built
 # once); started first, the long files never leave one worker busy while the other idles.
-LONGEST = ("test_train_copy.py", "test_translation_smoke.py", "test_distributed.py",
-           "test_resume.py", "test_explorer_browser.py", "test_gpu_script.py")
+LONGEST = ("test_train_copy.py", "test_gpu_script.py", "test_distributed.py",
+           "test_translation_smoke.py", "test_prepared.py", "test_resume.py",
+           "test_explorer_browser.py", "test_vocabularies.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -123,7 +123,7 @@ def add_train(sub) -> None:
     p.set_defaults(run=command("train", "train"))
     p.add_argument("task", nargs="?", choices=TASK_CHOICES)
     p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name "
-                                    "(copy, multi30k, base, big); default: the task's own")
+                                    "(copy, multi30k, base, big, wmt14); default: the task's own")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    nargs="+", help="override recipe keys, e.g. --set d_model=128 warmup=400")
     p.add_argument("--out", help="run directory (default runs/TASK-TIME)")
@@ -242,16 +242,19 @@ def add_run_tools(sub) -> None:
     p = sub.add_parser("data", help="download a corpus, or prepare one for training", epilog=(
         "prepare: tokenize line-aligned files once into DIR (memory-mapped token ids, the "
         "tokenizer, a manifest); `train parallel --data DIR` trains from it. Preparing the "
-        "same inputs with the same settings again does nothing."))
+        "same inputs with the same settings again does nothing. wmt14: the paper's corpus, "
+        "downloaded, checked, cleaned and prepared into DIR/prepared."))
     p.set_defaults(run=command("train", "data"))
-    p.add_argument("corpus", choices=("multi30k", "prepare"))
+    p.add_argument("corpus", choices=("multi30k", "wmt14", "prepare"))
     p.add_argument("--out", required=True)
+    p.add_argument("--mirror", metavar="URL", help="wmt14: fetch the archives from URL/NAME "
+                                                   "(a copy of them), checked alike")
     p.add_argument("--src", help="prepare: source training file")
     p.add_argument("--tgt", help="prepare: target training file")
     p.add_argument("--valid-src")
     p.add_argument("--valid-tgt")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   nargs="+", help="prepare: vocab_size, tokenizer_sample, tokenizer, vocab")
+                   nargs="+", help="prepare, wmt14: vocab_size, tokenizer_sample, tokenizer, vocab")
 
     p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline")
     p.set_defaults(run=command("experiments", "ablate"))

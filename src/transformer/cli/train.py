@@ -16,6 +16,7 @@ from ..checkpoint.averaging import save_average
 from ..checkpoint.catalogue import step_checkpoints
 from ..data.parallel import download_multi30k
 from ..data.prepared import prepare_corpus
+from ..data.wmt14 import download_wmt14
 from ..errors import UserError
 from ..run.rundir import make_run_dir, read_settings, write_settings
 from ..run.settings import asked_values, new_settings, parse_sets, resumed_settings
@@ -92,6 +93,9 @@ def average(args) -> int:
 def data(args) -> int:
     if args.corpus == "prepare":
         return prepare(args)
+    if args.corpus == "wmt14":
+        download_wmt14(args.out, args.mirror, **prepare_settings(args))
+        return 0
     for path in download_multi30k(args.out):
         print(path)
     return 0
@@ -103,13 +107,17 @@ PREPARE_KEYS = ("vocab_size", "tokenizer_sample", "tokenizer", "vocab")
 def prepare(args) -> int:
     if not (args.src and args.tgt):
         raise UserError("data prepare: give the training files with --src FILE --tgt FILE")
+    prepare_corpus(args.src, args.tgt, args.out, args.valid_src, args.valid_tgt,
+                   **prepare_settings(args))
+    return 0
+
+
+def prepare_settings(args) -> dict:
+    """The --set keys of `data prepare` and `data wmt14`, checked as every key is."""
     values = parse_sets([item for group in args.sets for item in group])
     unknown = sorted(set(values) - set(PREPARE_KEYS))
     if unknown:
-        raise UserError(f"data prepare: --set {unknown[0]} does not shape a prepared corpus; "
-                        f"the keys that do: {', '.join(PREPARE_KEYS)}")
+        raise UserError(f"data {args.corpus}: --set {unknown[0]} does not shape a prepared "
+                        f"corpus; the keys that do: {', '.join(PREPARE_KEYS)}")
     train = new_settings("parallel", None, {"task": "parallel", **values}).train
-    prepare_corpus(args.src, args.tgt, args.out, args.valid_src, args.valid_tgt,
-                   vocab_size=train.vocab_size, tokenizer_sample=train.tokenizer_sample,
-                   tokenizer=train.tokenizer, vocab=train.vocab)
-    return 0
+    return {key: getattr(train, key) for key in PREPARE_KEYS}

@@ -7,8 +7,12 @@
 #      updates of ~8k tokens, in bf16 (BLEU during training only at the end, to keep it
 #      cheap); the average of the last 5 checkpoints, scored with sacreBLEU (beam 4) on
 #      val and test_2016_flickr;
-#   3. one JSON summary: speed rows and MFU, updates, wall time per phase, val/test BLEU.
-#      Its path is the last line printed.
+#   3. the paper's setting, when a prepared WMT14 corpus is given (WMT14_DATA=DIR/prepared,
+#      from `transformer data wmt14`): the wmt14 recipe (base model, bf16) trained for
+#      WMT14_MINUTES (3) minutes, its training tokens/s and MFU; skipped, with the reason,
+#      without one;
+#   4. one JSON summary: speed rows and MFU, updates, wall time per phase, val/test BLEU,
+#      the WMT14 throughput. Its path is the last line printed.
 #
 #     bash benchmarks/gpu.sh                    # into runs/gpu-benchmark
 #     DRY_RUN=1 bash benchmarks/gpu.sh          # every step on the CPU at a tiny size (~1-2 min)
@@ -114,15 +118,34 @@ EOF
   done
   EVALUATE_S=$(seconds_since "$T")
 
-  echo "== 5. summary"
+  WMT14_RUN=""
+  if [[ -n ${WMT14_DATA:-} && -f ${WMT14_DATA:-}/manifest.json ]]; then
+    # The dry run: a few updates of a tiny model; the real one: the recipe for a few minutes.
+    WMT14_SET=(max_minutes="${WMT14_MINUTES:-3}" steps=100000)
+    [[ $DRY_RUN == 1 ]] && WMT14_SET=(steps=3 "${MODEL[@]}" batch_tokens=256 max_len=64)
+    echo "== 5. wmt14: the base recipe on $WMT14_DATA (${WMT14_SET[*]})"
+    WMT14_RUN=$OUT/wmt14
+    "$PYTHON" -m transformer train parallel --config wmt14 --data "$WMT14_DATA" --out "$WMT14_RUN" \
+        --overwrite --quiet --set device="$DEVICE" eval_every=100000 save_every=100000 \
+        log_every=10 "${WMT14_SET[@]}"
+  else
+    echo "== 5. wmt14: skipped: no prepared corpus (WMT14_DATA=DIR/prepared, made by" \
+         "\`transformer data wmt14 --out DIR\`)"
+  fi
+
+  echo "== 6. summary"
   "$PYTHON" - "$OUT" "$RUN" "$DRY_RUN" "$STEPS" "$BATCH_TOKENS" "$MINUTES" \
-      "$SPEED_S" "$TRAIN_S" "$AVERAGE_S" "$EVALUATE_S" "$(seconds_since "$START")" <<'EOF'
+      "$SPEED_S" "$TRAIN_S" "$AVERAGE_S" "$EVALUATE_S" "$(seconds_since "$START")" \
+      "$WMT14_RUN" <<'EOF'
 import json, re, statistics, sys
 from pathlib import Path
+from transformer import Transformer
+from transformer.run.rundir import read_settings
 from transformer.training.metrics import read_metrics
 
 out, run, dry, steps, batch_tokens, minutes = sys.argv[1:7]
 wall = dict(zip(("speed", "train", "average", "evaluate", "total"), map(float, sys.argv[7:12])))
+wmt14_run = sys.argv[12]
 speed = json.loads(Path(out, "speed.json").read_text())
 keys = ("config", "mode", "tokens_per_s_ours", "tokens_per_s_nn_transformer", "ratio", "mfu_ours",
         "mfu_nn_transformer", "mfu_6nt_ours", "first_step_s_ours", "first_step_s_nn_transformer")
@@ -155,7 +178,15 @@ summary = {
                  "test_2016_flickr_bleu": bleu("test_2016_flickr"),
                  "bleu_signature": scored[-1]["bleu_signature"]},
     "wall_s": wall,
+    "wmt14": None,
 }
+if wmt14_run:  # tokens/s of the base recipe, and the MFU of 6 x parameters x tokens/s
+    logged = [r for r in read_metrics(Path(wmt14_run, "metrics.jsonl")) if r["kind"] == "train"]
+    tokens_per_s = statistics.median(r["tokens_per_s"] for r in logged)
+    parameters = Transformer(read_settings(wmt14_run).model).num_parameters()
+    summary["wmt14"] = {"run_dir": wmt14_run, "updates": max(r["step"] for r in logged),
+                        "median_tokens_per_s": tokens_per_s, "parameters": parameters,
+                        "mfu_6nt": 6 * parameters * tokens_per_s / speed["meta"]["peak_flops"]["bf16"]}
 path = Path(out, "summary.json")
 path.write_text(json.dumps(summary, indent=1) + "\n")
 t, a = summary["train"], summary["averaged"]

@@ -1,6 +1,7 @@
 """benchmarks/gpu.sh, the GPU benchmark, is ready before a GPU is lent: its dry run
 (`DRY_RUN=1`) runs every step of it on the CPU at a tiny size, the speed modes, training,
-averaging, both evaluations, and writes the summary JSON that the GPU run would write.
+averaging, both evaluations, the WMT14 recipe on a prepared corpus (a small stand-in),
+and writes the summary JSON that the GPU run would write.
 
 About 30-50 s on a busy 2-core machine.
 """
@@ -15,7 +16,10 @@ from pathlib import Path
 import pytest
 
 from transformer.data.parallel import find_multi30k_dir
+from transformer.data.prepared import prepare_corpus
 from transformer.errors import UserError
+
+from kit import write_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +40,10 @@ def numbers(tree):
 
 def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
     out = tmp_path / "gpu"
-    env = dict(os.environ, DRY_RUN="1", OUT=str(out), PYTHON=sys.executable)
+    wmt14 = prepare_corpus(*write_corpus(tmp_path), tmp_path / "wmt14", vocab_size=100,
+                           say=lambda text: None)  # a stand-in for the prepared WMT14
+    env = dict(os.environ, DRY_RUN="1", OUT=str(out), PYTHON=sys.executable,
+               WMT14_DATA=str(wmt14))
     env.pop("SET", None)
     done = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], env=env, cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
@@ -59,3 +66,6 @@ def test_dry_run_runs_every_step_and_writes_the_summary(tmp_path):
     values = numbers(summary)
     assert values and all(math.isfinite(x) for x in values)
     assert (out / "multi30k" / "checkpoints" / "averaged").is_dir()
+    wmt14_row = summary["wmt14"]  # the paper's recipe on the prepared corpus, 3 updates
+    assert wmt14_row["updates"] == 3 and wmt14_row["median_tokens_per_s"] > 0
+    assert 0 < wmt14_row["mfu_6nt"] and wmt14_row["parameters"] > 0

@@ -168,3 +168,16 @@ def test_multi30k_is_prepared_once_for_every_run(tmp_path, capsys, monkeypatch):
     folder = tmp_path / "cache" / "prepared" / "multi30k-en-de-bpe-joint-300-2000000"
     assert said == [f"data: prepared 29,000 training pairs into {folder}",
                     f"data: {folder} is already prepared from these inputs with these settings"]
+
+
+def test_a_run_refuses_a_corpus_prepared_again_with_other_settings(corpus_files, capsys):
+    src, tgt = corpus_files / "train.en", corpus_files / "train.de"
+    prepared = corpus_files / "prepared"
+    assert run_main(capsys, ["data", "prepare", "--src", src, "--tgt", tgt, "--out", prepared,
+                             "--set", "vocab_size=200"])[0] == 0
+    train_translation_run(corpus_files / "run", src, tgt, "--data", prepared, "--set",
+                          "save_every=2")
+    assert run_main(capsys, ["data", "prepare", "--src", src, "--tgt", tgt, "--out", prepared,
+                             "--set", "vocab_size=150"])[0] == 0
+    code, _, err = run_main(capsys, ["train", "--resume", corpus_files / "run", "--steps", "6"])
+    assert_user_error(code, err, str(prepared), "not the one this run began with")

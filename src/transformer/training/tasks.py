@@ -21,11 +21,12 @@ from torch import nn
 from ..data.prepared import PreparedCorpus
 from ..data.synthetic import FIRST_SYMBOL, SyntheticSequences
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
-from ..data.tokenizer import PAD_ID
+from ..data.tokenizer import PAD_ID, Tokenizer
 from ..data.translation import TranslationData, prepared_folder
 from ..decoding.bleu import corpus_bleu
 from ..decoding.greedy import greedy_decode
 from ..decoding.translate import translate_texts
+from ..errors import UserError
 from .config import TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # src (B, S), tgt_in (B, T), tgt_out (B, T)
@@ -88,6 +89,12 @@ def prepare_task(train_cfg: TrainConfig, run_dir: Path, quiet: bool = False
     for side, name in corpus.tokenizer_files.items():
         if not (run_dir / name).exists():  # the run's own copies: translate reads them
             corpus.tokenizers[side].save(run_dir / name)
+        elif Tokenizer.load(run_dir / name).inner.to_str() != corpus.tokenizers[side].inner.to_str():
+            # A run's checkpoints fit the ids it began with: a corpus prepared again with
+            # other settings since then would feed it other ids under the same numbers.
+            raise UserError(f"{corpus.folder}: its tokenizer is not the one this run began with "
+                            f"({run_dir / name}); it was prepared again with other settings or "
+                            "inputs: train from the corpus the run began with, or start a new run")
     source, target = corpus.tokenizers["src"], corpus.tokenizers["tgt"]
     return source.vocab_size, target.vocab_size, source.pad_id
 

@@ -119,3 +119,21 @@ def test_a_download_that_fails_or_an_archive_without_its_file(mirror, tmp_path):
     (site / "dev.tgz").write_bytes(tgz({"dev/other.en": "x\n"}))
     with pytest.raises(UserError, match="has no file dev/newstest2013.en"):
         wmt14.download_wmt14(tmp_path / "b", url, say=lambda text: None)
+
+
+def test_train_wmt14_reads_the_prepared_folder_and_evaluate_its_test_set(mirror, tmp_path, capsys):
+    site, url = mirror
+    out = tmp_path / "wmt14"
+    assert wmt14.download_wmt14(out, url, say=lambda text: None, vocab_size=150) == out
+    run_dir = tmp_path / "run"
+    code, _, err = run_main(capsys, ["train", "wmt14", "--data-dir", out, "--out", run_dir,
+                                     "--steps", "2", "--quiet", "--set", "d_model=32",
+                                     "n_heads=2", "d_ff=64", "n_encoder_layers=1",
+                                     "n_decoder_layers=1", "batch_tokens=256", "max_len=64",
+                                     "eval_every=1000", "precision=fp32"])
+    assert code == 0, err
+    code, printed, err = run_main(capsys, ["evaluate", run_dir, "--beam", "1"])
+    assert code == 0 and "newstest2014" in printed and f"{len(PAIRS) - 120 + 1} sentences" in printed, err
+    code, _, err = run_main(capsys, ["train", "wmt14", "--data-dir", tmp_path / "none",
+                                     "--out", tmp_path / "run2"])
+    assert_user_error(code, err, "no prepared WMT14 corpus", "transformer data wmt14")

@@ -119,7 +119,8 @@ def add_train(sub) -> None:
     """Train: a new run from a recipe, or --resume one."""
     p = sub.add_parser("train", help="train a model (or --resume a stopped run)", epilog=(
         "Without --config, copy, reverse and sort train the copy recipe, multi30k the multi30k "
-        "recipe. On --resume, max_minutes counts from the resume, not from the run's start."))
+        "recipe, wmt14 the wmt14 recipe (on the folder of `transformer data wmt14`). On "
+        "--resume, max_minutes counts from the resume, not from the run's start."))
     p.set_defaults(run=command("train", "train"))
     p.add_argument("task", nargs="?", choices=TASK_CHOICES)
     p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name "

@@ -26,6 +26,7 @@ from ..checkpoint.catalogue import describe_checkpoint
 from ..data.parallel import MULTI30K_TEST, load_multi30k, read_lines, read_parallel
 from ..data.sources import Where, encode_sources
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
+from ..data.translation import wmt14_dir
 from ..decoding.beam import gnmt_length_penalty
 from ..decoding.bleu import corpus_bleu
 from ..decoding.sampling import row_generators, sample_decode
@@ -238,6 +239,15 @@ def evaluate(args) -> int:
         pairs, name = read_parallel(args.src, args.ref), args.src
     elif train.task == "parallel" and not (args.split or args.data_dir):
         pairs, name = validation_pairs(args.run_dir, train)
+    elif train.task == "wmt14":
+        split = {None: "test", "test": "test", "newstest2014": "test", "valid": "valid",
+                 "newstest2013": "valid"}.get(args.split)
+        if split is None:
+            raise UserError(f"--split {args.split}: a wmt14 run has test (newstest2014) and "
+                            "valid (newstest2013)")
+        folder = Path(args.data_dir) if args.data_dir else wmt14_dir(train)
+        pairs = read_parallel(folder / f"{split}.en", folder / f"{split}.de")
+        name = "newstest2014" if split == "test" else "newstest2013"
     elif train.task in SYNTHETIC_TASKS:
         raise UserError(f"{args.run_dir}: a {train.task} run has no Multi30k split to score; "
                         "give --src FILE --ref FILE of its symbols")

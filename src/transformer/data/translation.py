@@ -113,6 +113,12 @@ def prepared_folder(cfg, run_dir: Path, quiet: bool = False) -> Path:
     if cfg.data:
         return Path(cfg.data)
     say = (lambda text: None) if quiet else print
+    if cfg.task == "wmt14":
+        folder = wmt14_dir(cfg) / "prepared"
+        if not (folder / MANIFEST).is_file():
+            raise UserError(f"{folder}: no prepared WMT14 corpus; make it with `transformer data "
+                            f"wmt14 --out {wmt14_dir(cfg)}` (or name its folder with --data-dir)")
+        return folder
     if cfg.task == "multi30k":
         folder = cache_dir() / "prepared" / (
             f"multi30k-{cfg.src_lang}-{cfg.tgt_lang}-{cfg.tokenizer}-{cfg.vocab}-"
@@ -126,6 +132,11 @@ def prepared_folder(cfg, run_dir: Path, quiet: bool = False) -> Path:
                    tokenizer_sample=cfg.tokenizer_sample, tokenizer=cfg.tokenizer,
                    vocab=cfg.vocab, say=say)
     return folder
+
+
+def wmt14_dir(cfg) -> Path:
+    """The folder `transformer data wmt14 --out DIR` made: `data_dir`, else data/wmt14."""
+    return Path(cfg.data_dir or "data/wmt14")
 
 
 def cache_dir() -> Path:

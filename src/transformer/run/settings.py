@@ -48,7 +48,8 @@ RESUMABLE_KEYS = ("steps", "max_minutes", "eval_every", "save_every", "bleu_ever
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 # The recipe a task trains with when no --config is given: small enough for a CPU. The
 # synthetic tasks share the copy recipe (its task replaced); "parallel" keeps the defaults.
-TASK_RECIPES = {"copy": "copy", "reverse": "copy", "sort": "copy", "multi30k": "multi30k"}
+TASK_RECIPES = {"copy": "copy", "reverse": "copy", "sort": "copy", "multi30k": "multi30k",
+                "wmt14": "wmt14"}
 
 
 @dataclass(frozen=True)

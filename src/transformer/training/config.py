@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..decoding.translate import DecodingOptions
 from ..model.config import _check_choice, _check_int
 
-TASK_CHOICES = ("copy", "reverse", "sort", "multi30k", "parallel")
+TASK_CHOICES = ("copy", "reverse", "sort", "multi30k", "wmt14", "parallel")
 
 
 @dataclass
@@ -50,7 +50,8 @@ class TrainConfig:
     tokenizer: str = "bpe"  # bpe | unigram
     vocab: str = "joint"  # joint (one vocabulary, all embeddings tied) | separate (one a side)
     data: str = ""  # a prepared corpus (`transformer data prepare`); "" = prepare the task's
-    data_dir: str = ""  # Multi30k folder; "" = TRANSFORMER_DATA or ../shared/data/multi30k
+    data_dir: str = ""  # Multi30k's folder ("": TRANSFORMER_DATA or ../shared/data/multi30k), or
+    # the folder of `transformer data wmt14 --out DIR` ("": data/wmt14)
     src: str = ""  # parallel task: training files
     tgt: str = ""
     valid_src: str = ""

@@ -86,3 +86,20 @@ def test_a_parallel_run_without_validation_files_asks_for_them(corpus, capsys):
     code, out, err = run_main(capsys, ["evaluate", run_dir])
     assert_user_error(code, err, run_dir, "held out", "--src", "--ref")
     assert "BLEU" not in out
+
+
+def test_tokenized_bleu_is_the_papers_moses_tokens_with_compounds_split():
+    from sacrebleu.metrics import BLEU
+
+    from transformer.decoding.bleu import tokenized_bleu
+    hypotheses = ["Die Rhein-Main-Region ist schön.", "Ein Hund läuft, schnell!"]
+    references = ["Die Rhein-Neckar-Region ist schön.", "Ein Hund rennt, schnell!"]
+    by_hand = (["Die Rhein ##AT##-##AT## Main ##AT##-##AT## Region ist schön .",
+                "Ein Hund läuft , schnell !"],
+               ["Die Rhein ##AT##-##AT## Neckar ##AT##-##AT## Region ist schön .",
+                "Ein Hund rennt , schnell !"])
+    expected = BLEU(tokenize="none", force=True).corpus_score(by_hand[0], [by_hand[1]]).score
+    assert tokenized_bleu(hypotheses, references, "de") == pytest.approx(expected)
+    assert tokenized_bleu(references, references, "de") == pytest.approx(100.0)
+    with pytest.raises(UserError, match="one reference per hypothesis"):
+        tokenized_bleu(hypotheses, references[:1], "de")

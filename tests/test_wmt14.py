@@ -134,6 +134,7 @@ def test_train_wmt14_reads_the_prepared_folder_and_evaluate_its_test_set(mirror,
     assert code == 0, err
     code, printed, err = run_main(capsys, ["evaluate", run_dir, "--beam", "1"])
     assert code == 0 and "newstest2014" in printed and f"{len(PAIRS) - 120 + 1} sentences" in printed, err
+    assert "tokenized BLEU = " in printed and "not comparable with sacreBLEU" in printed
     code, _, err = run_main(capsys, ["train", "wmt14", "--data-dir", tmp_path / "none",
                                      "--out", tmp_path / "run2"])
     assert_user_error(code, err, "no prepared WMT14 corpus", "transformer data wmt14")

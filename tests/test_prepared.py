@@ -58,12 +58,15 @@ def test_the_ids_are_the_tokenizers_and_lie_end_to_end(corpus_files):
     assert prepared._dtype(65536) == np.uint16 and prepared._dtype(65537) == np.uint32
 
 
-def test_the_tokenizer_learns_from_the_sample_only(corpus_files):
-    """The first 6 pairs never say "hält" (pairs 24-29 do): an "ä" is unknown to a tokenizer
-    that learnt from them alone, not to one that learnt from all."""
+def test_the_tokenizer_learns_from_a_sample_spread_over_the_corpus(corpus_files):
+    """198 training pairs, a sample of 6: every 33rd pair (0, 33, 66, ...), from every part
+    of the corpus. No sampled pair says "hält": an "ä" is unknown to that tokenizer, not
+    to one that learnt from every pair."""
     sampled = Tokenizer.load(prepare(corpus_files, tokenizer_sample=6)[0] / "tokenizer.json")
     whole = Tokenizer.load(prepare(corpus_files, "whole")[0] / "tokenizer.json")
     assert sampled.unk_id in sampled.encode("hält") and whole.unk_id not in whole.encode("hält")
+    # Pairs 132 and 165 say "isst" (the first six pairs never do): a whole-word piece.
+    assert "▁isst" in sampled.inner.get_vocab()
 
 
 def test_preparing_again_is_a_no_op_and_a_change_is_named(corpus_files):

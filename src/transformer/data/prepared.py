@@ -60,7 +60,8 @@ def prepare_corpus(src: str | os.PathLike, tgt: str | os.PathLike, out: str | os
 
     Without validation files, the last 1% of the pairs (at most 1,000, at least one) are
     held out for validation. The tokenizer (`tokenizer`: "bpe" or "unigram") learns from
-    the first `tokenizer_sample` training pairs: one vocabulary of `vocab_size` for both
+    at most `tokenizer_sample` training pairs spread evenly over the corpus (every pair
+    while the corpus is no larger): one vocabulary of `vocab_size` for both
     sides (`vocab` "joint"), or one of `vocab_size` for each ("separate"). Returns `out`.
     """
     if bool(valid_src) != bool(valid_tgt):
@@ -85,7 +86,10 @@ def prepare_corpus(src: str | os.PathLike, tgt: str | os.PathLike, out: str | os
 
     def fill(tmp: Path) -> None:
         def sample(sides: tuple[int, ...]) -> Iterator[str]:
-            pairs = itertools.islice(stream_parallel(src, tgt), min(n_train, tokenizer_sample))
+            # Every step-th training pair: a corpus made of parts end to end (WMT14:
+            # Europarl, then Common Crawl, then News Commentary) is sampled from all of them.
+            step = -(-n_train // tokenizer_sample)  # ceil: at most tokenizer_sample pairs
+            pairs = itertools.islice(stream_parallel(src, tgt), 0, n_train, step)
             return (pair[k] for pair in pairs for k in sides)
 
         if vocab == "joint":

@@ -46,7 +46,7 @@ class TrainConfig:
     src_lang: str = "en"
     tgt_lang: str = "de"
     vocab_size: int = 8000  # joint BPE vocabulary
-    tokenizer_sample: int = 2_000_000  # training pairs the tokenizer learns from (the first)
+    tokenizer_sample: int = 2_000_000  # training pairs the tokenizer learns from (evenly spread)
     tokenizer: str = "bpe"  # bpe | unigram
     vocab: str = "joint"  # joint (one vocabulary, all embeddings tied) | separate (one a side)
     data: str = ""  # a prepared corpus (`transformer data prepare`); "" = prepare the task's

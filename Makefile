@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,export]"
 	touch $@
 
 # Two worker processes, each taking whole test files: the tests run one torch thread each,

@@ -33,39 +33,15 @@ from ..data.parallel import MULTI30K_TEST
 from ..decoding.translate import DEFAULT_BEAM
 from ..errors import UserError
 from ..run.settings import RESUMABLE_KEYS
+from ..serving.export import QUANTIZATIONS
 from ..training.config import TASK_CHOICES
 from ..training.loop import INTERRUPTED_EXIT_CODE, Interrupted
+from .formats import SCORE_FORMATS, TRANSLATE_FORMATS
 
 BROKEN_PIPE_EXIT_CODE = 141  # 128 + SIGPIPE, what a shell reports for a tool cut off this way
 
 
 CHECKPOINT_HELP = "checkpoint folder (default: the newest of averaged, best and the latest step)"
-
-TRANSLATE_FORMATS = """\
-output, one block per input line, in input order:
-  TEXT                                     the best translation
-  TEXT<TAB>LOGPROB<TAB>NORMALISED          with --scores
-  with --n-best K: K lines SCORE<TAB>TEXT, best first (with --sample: K samples, in the
-  order drawn), then an empty line; --scores appends <TAB>LOGPROB<TAB>NORMALISED to each
-LOGPROB: log P(TEXT's tokens, then <eos> | source) under the model (the sum of their
-log-probabilities; whatever decoded TEXT, with temperature 1 and the whole vocabulary).
-NORMALISED: LOGPROB / ((5 + n + 1) / 6) ** length_penalty, n = TEXT's tokens: GNMT's
-length penalty, the run's length_penalty, as beam search ranks finished hypotheses.
-SCORE: the beam's ranking score (NORMALISED, except for an output cut at the length limit,
-which the beam scores without <eos>); of a sample: NORMALISED. Numbers have 4 decimals.
-An empty input line gives an empty line (an empty block with --n-best): nothing is decoded.
-Without sentences or --input, stdin is read line by line, each answer printed at once."""
-
-SCORE_FORMATS = """\
-output, one line per line pair, in file order:
-  LOGPROB                                  log P(target tokens, then <eos> | source)
-  LOGPROB<TAB>TOKEN_LOGPROBS<TAB>TOKENS    with --tokens: the n + 1 log-probabilities of
-                                           the target's tokens and <eos>, space-separated,
-                                           and those tokens (BPE pieces, then <eos>)
-Forced decoding under the model in eval mode: no dropout, no label smoothing; LOGPROB is
-the sum of TOKEN_LOGPROBS (before rounding to 4 decimals). Source symbols the vocabulary
-lacks are left out (as translate does), target ones are scored as <unk>."""
-
 
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's usage errors, as one line and exit 2
@@ -216,6 +192,15 @@ def add_serving(sub) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=at_least(0), default=8000)
     p.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("export", help="the model for an inference engine (CTranslate2)")
+    p.set_defaults(run=command("serving", "export"))
+    p.add_argument("run_dir")
+    p.add_argument("--to", choices=("ctranslate2",), default="ctranslate2")
+    p.add_argument("--out", required=True, help="the folder of the exported model")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="float32")
+    p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
 
     p = sub.add_parser("explore", help="the attention explorer for one sentence, as one offline HTML file")
     p.set_defaults(run=command("serving", "explore"))

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 import transformer as T
 from transformer.checkpoint.averaging import average_checkpoints, save_average
-from transformer.checkpoint.catalogue import latest_checkpoint, prune
+from transformer.checkpoint.catalogue import all_checkpoints, latest_checkpoint, prune
 from transformer.checkpoint.catalogue import step_checkpoints as list_checkpoints
 from transformer.checkpoint.format import load_checkpoint, load_weights, save_checkpoint
 from transformer.checkpoint.format import read_model_config as read_config
@@ -297,9 +297,11 @@ def test_a_kill_during_save_leaves_old_or_new(tmp_path, point):
     save_and_die(point, tmp_path, new_model, step=5)
     assert hidden_entries(tmp_path) != []  # the dead saver left work folders behind
 
-    [path] = list_checkpoints(tmp_path)  # ... which the listing ignores or repairs
-    assert path.name == "step-000005"
-    assert latest_checkpoint(tmp_path) == path
+    # ... which the listing reads past, renaming nothing (the next writer repairs): the
+    # complete checkpoint of step 5 is listed under its name, wherever it lies now.
+    assert list(all_checkpoints(tmp_path)) == ["step-000005"]
+    [path] = list_checkpoints(tmp_path)
+    assert latest_checkpoint(tmp_path) == path == all_checkpoints(tmp_path)["step-000005"]
     loaded = make_model(seed=7)
     load_weights(path, loaded)
     expected = new_model if point[3] else old_model

@@ -81,7 +81,7 @@ def test_wrong_method_is_405_with_allow(live_server, method, path, allow):
 
 
 def test_post_without_content_length_is_411(live_server):
-    answer = raw_exchange(live_server.port, b"POST /api/translate HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = raw_exchange(live_server.port, f"POST /api/translate HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n\r\n".encode())
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 411")
     assert_error(411, json.loads(body), 411, "Content-Length")
@@ -134,7 +134,7 @@ def test_20_concurrent_requests_agree(live_server):
 def test_a_client_that_hangs_up_early_harms_nothing(live_server):
     expected = live_server.translate({"text": TEXT})["translation"]
     body = json.dumps({"text": TEXT}).encode()
-    head = (f"POST /api/translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head = (f"POST /api/translate HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     raw_exchange(live_server.port, head + body[: len(body) // 2], read=False)  # half a body, then gone
     raw_exchange(live_server.port, head + body, read=False)  # gone before the answer
@@ -160,7 +160,7 @@ def test_a_server_shutting_down_refuses_new_translations(trained_translation_run
 def test_a_client_that_stalls_mid_body_gets_408(live_server, monkeypatch):
     monkeypatch.setattr(Handler, "timeout", 0.5)  # seconds; the server's own is 30
     body = json.dumps({"text": TEXT}).encode()
-    head = (f"POST /api/translate HTTP/1.1\r\nHost: x\r\n"
+    head = (f"POST /api/translate HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     answer = raw_exchange(live_server.port, head + body[:5])  # then nothing more, the connection open
     head, _, payload = answer.partition(b"\r\n\r\n")

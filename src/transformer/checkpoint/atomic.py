@@ -119,14 +119,14 @@ def _alive(pid: int) -> bool:
 
 
 def list_folders(parent: str | os.PathLike) -> dict[str, Path]:
-    """The complete folders of `parent`, by name, after `tidy` (without deleting).
+    """The complete folders of `parent`, by name. It only reads: repairing is the writer's
+    (`write_folder` tidies first), and a reader (a server, a translate) renames nothing.
 
     Work folders are left out, except a `.old-NAME-PID` whose NAME is missing (a write
-    killed between its two renames, in a parent too read-only to move it back): it is the
-    complete old NAME, and is listed as NAME.
+    killed between its two renames, or one still in flight): it is the complete old NAME,
+    and is listed as NAME.
     """
     parent = Path(parent)
-    tidy(parent, delete=False)
     found: dict[str, Path] = {}
     for entry in sorted(parent.iterdir()) if parent.is_dir() else []:
         work = WORK_PATTERN.fullmatch(entry.name)

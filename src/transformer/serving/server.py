@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import re
+import signal
 import sys
+import threading
 import traceback
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +44,7 @@ MAX_BODY = 64 * 1024  # bytes of JSON: thousands of words, far more than a model
 DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this is read and dropped, so the client
 # gets its 413 (closing a socket with unread data resets it, and the client sees only that)
 SOCKET_TIMEOUT = 30  # seconds a client may stall mid-request before its thread gives up
+CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")  # ASCII digits only; 12 of them is a terabyte
 CLOSE_WAIT = 30  # seconds server_close waits for a translation in progress
 TEXT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
               ".json": "application/json", ".svg": "image/svg+xml"}
@@ -64,6 +68,11 @@ class ExplorerServer(ThreadingHTTPServer):
         self.service = service
         self.quiet = quiet
         super().__init__(address, Handler)
+        host, port = address[0], self.server_address[1]
+        # The Host headers a browser sends for this server; none checked when it listens
+        # on every interface, where the user chose to be reached by any name.
+        self.host_names = set() if host in ("0.0.0.0", "::", "") else \
+            {f"{name}:{port}" for name in (host, "localhost", "127.0.0.1")}
 
     def server_close(self) -> None:
         super().server_close()
@@ -99,6 +108,7 @@ class Handler(BaseHTTPRequestHandler):
         """Route, run, and answer one request; no exception leaves here."""
         path = urlsplit(self.path).path
         try:
+            self._check_host_and_origin()
             action, allowed = self._route(path)
             if method not in allowed:
                 raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed on {path}",
@@ -133,15 +143,44 @@ class Handler(BaseHTTPRequestHandler):
             return (lambda: _explorer_file(path.removeprefix("/static/"))), {"GET"}
         raise HttpError(HTTPStatus.NOT_FOUND, f"no such path: {path}")
 
+    def _check_host_and_origin(self) -> None:
+        """Refuse what a web page elsewhere could make a browser send here: a Host other
+        than the bound address or localhost (DNS rebinding: 421), an Origin other than this
+        server's own (403). A server bound to every interface (--host 0.0.0.0) checks no Host."""
+        names = self.server.host_names
+        host = self.headers.get("Host")
+        if names and host is not None and host.lower() not in names:
+            self.close_connection = True
+            raise HttpError(HTTPStatus.MISDIRECTED_REQUEST, f"Host {host!r} is not this server "
+                                                            f"({', '.join(sorted(names))})")
+        origin = self.headers.get("Origin")
+        if origin is not None and names and origin.lower().removeprefix("http://") not in names:
+            self._drain()
+            raise HttpError(HTTPStatus.FORBIDDEN, f"Origin {origin!r} may not use this server; "
+                                                  "only its own pages may")
+
+    def _drain(self) -> None:
+        """Read and drop a refused request's body (up to DRAIN_LIMIT), so that the client
+        gets the answer rather than a reset connection."""
+        self.close_connection = True
+        length = self.headers.get("Content-Length") or ""
+        if CONTENT_LENGTH.fullmatch(length) and int(length) <= DRAIN_LIMIT:
+            self._read_body(int(length))
+
     def _read_json(self):
         """The request body, parsed; HttpError for a missing, oversized or malformed one."""
         length = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding") or length is None:
             self.close_connection = True
             raise HttpError(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
-        if not length.strip().isdigit():
+        if not CONTENT_LENGTH.fullmatch(length):  # ASCII digits: "²" is a digit to isdigit()
             self.close_connection = True
-            raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length {length!r} is not a number")
+            raise HttpError(HTTPStatus.BAD_REQUEST, f"Content-Length {length[:20]!r} is not a "
+                                                    "number of bytes")
+        if self.headers.get_content_type() != "application/json":
+            self._drain()
+            raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                            "the body must be JSON, sent as Content-Type: application/json")
         size = int(length)
         if size > MAX_BODY:
             self.close_connection = True
@@ -157,6 +196,8 @@ class Handler(BaseHTTPRequestHandler):
             return json.loads(data)
         except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
             raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {one_line(error)}") from None
+        except RecursionError:
+            raise HttpError(HTTPStatus.BAD_REQUEST, "JSON nested too deeply") from None
 
     def _read_body(self, size: int) -> bytes:
         try:
@@ -237,20 +278,29 @@ def make_server(run_dir: str | Path, checkpoint: str | None = None, host: str = 
 
 def serve(run_dir: str | Path, checkpoint: str | None = None, host: str = "127.0.0.1",
           port: int = 8000, device: str = "cpu", ready=None, quiet: bool = False) -> int:
-    """Serve a run until Ctrl-C; returns 0 (the exit code).
+    """Serve a run until Ctrl-C or SIGTERM; returns 0 (the exit code).
 
     Prints the URL once listening, then calls `ready(url)` if given (to open a browser,
-    or for a test to start its requests).
+    or for a test to start its requests). A stop waits for the translation in progress.
     """
     server = make_server(run_dir, checkpoint, host, port, device, quiet)
     url = f"http://{host}:{server.server_address[1]}/"
+    if not server.host_names:
+        print(f"warning: listening on {host}: anyone who can reach this machine can use the "
+              "API, which has no authentication", file=sys.stderr, flush=True)
     print(f"serving {run_dir} at {url} (Ctrl-C to stop)", flush=True)
+    # SIGTERM (a service manager, `kill`) stops as Ctrl-C does. shutdown() waits for the
+    # serving loop, which runs in this thread: it is asked from another.
+    previous = signal.signal(signal.SIGTERM, lambda *_: threading.Thread(
+        target=server.shutdown, daemon=True).start())
     try:
         if ready is not None:
             ready(url)
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.server_close()
+        print("stopped", flush=True)
     return 0

@@ -32,7 +32,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from ..checkpoint.catalogue import all_checkpoints, checkpoint_steps, pick_checkpoint
-from ..checkpoint.format import weights_file
+from ..checkpoint.format import WEIGHTS_FILE, weights_file
 from ..data.symbols import SymbolVocabulary
 from ..decoding.analyze import analyze, encode_source
 from ..decoding.translate import DEFAULT_BEAM
@@ -74,6 +74,12 @@ def parse_request(body) -> TranslateRequest:
         raise UserError(f'"texts" must be a list of 1 to {MAX_TEXTS} strings')
     if not all(isinstance(text, str) for text in texts):
         raise UserError('"texts" must hold strings only' if batch else '"text" must be a string')
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") is no character
+            where = f'"texts"[{i}]' if batch else '"text"'
+            raise UserError(f"{where} holds a lone surrogate, which is not text") from None
     beam = _integer(body, "beam", DEFAULT_BEAM, MAX_BEAM, "")
     n_best = _integer(body, "n_best", 1, beam, f" (the beam size {beam})")
     attention = _optional(body, "attention", False)
@@ -183,6 +189,11 @@ class TranslationService:
     def _model(self, name: str | None) -> tuple[str, object]:
         """(name, model) of a checkpoint of the run, the default when None; under the lock."""
         folders = self.checkpoints()
+        if name is None and not (self.default / WEIGHTS_FILE).is_file():
+            # The default is gone (keep_last at work in a run still training): the
+            # catalogue picks again, as a new server would.
+            self.default = pick_checkpoint(self.run_dir)
+            folders = self.checkpoints()
         name = self.default.name if name is None else name
         path = self.default if name == self.default.name else folders.get(name)
         if path is None:

@@ -123,3 +123,24 @@ def test_a_default_checkpoint_that_disappears_is_picked_again(trained_translatio
     shutil.rmtree(service.default)  # keep_last, or a user, deleted it
     answer = service.translate({"text": TEXT})
     assert answer["checkpoint"] != gone and answer["translation"]
+
+
+@pytest.mark.parametrize("body,named", [
+    ({"texts": ["a dog .", "a cat ."], "attention": True}, "one text per request"),
+    ({"texts": ["a dog ."] * 64, "beam": 16}, "the limit is 256"),
+])
+def test_the_work_and_the_payload_of_one_request_are_bounded(live_server, body, named):
+    status, _, payload = live_server.request("/api/translate", body)
+    assert_error(status, payload, 400, named)
+    still_serves(live_server)
+
+
+def test_attention_weights_are_sent_with_three_decimals(live_server):
+    status, _, raw = live_server.request("/api/translate", {"text": TEXT, "attention": True})
+    assert status == 200
+    def numbers(tree):
+        return [x for item in tree for x in numbers(item)] if isinstance(tree, list) else [tree]
+
+    weights = [x for maps in raw["attention"].values() for x in numbers(maps)]
+    assert weights and max(len(json.dumps(x)) for x in weights) <= len("0.123")
+    # not 0.004000000189989805: a float32 turned into JSON

@@ -49,7 +49,8 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None,
     attention = answer["attention"]
     maps = {"encoder": attention["encoder"], "decoder_self": attention["decoder"],
             "cross": attention["cross"]}
-    tensors = {kind: [torch.tensor(layer) for layer in layers] for kind, layers in maps.items()}
+    tensors = {kind: [torch.tensor(layer, dtype=torch.float64) for layer in layers]
+               for kind, layers in maps.items()}
     return plot_attention(tensors, answer["source_tokens"], answer["decoder_input_tokens"],
                           run_dir / "plots")
 

@@ -160,7 +160,9 @@ def _attention_lists(maps: dict[str, list[torch.Tensor]], T: int) -> dict:
     dropped here and its padding keys were masked to exactly 0, so its rows still sum to 1.
     """
     def plain(weights: torch.Tensor) -> list:
-        return weights.float().round(decimals=ATTENTION_DECIMALS).tolist()
+        # Rounded in float64: a float32 0.004 prints as 0.004000000189989805 in JSON,
+        # five times the bytes of the number it stands for.
+        return weights.double().round(decimals=ATTENTION_DECIMALS).tolist()
 
     return {
         "encoder": [plain(w) for w in maps["encoder"]],  # (H, S, S) per layer

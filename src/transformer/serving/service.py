@@ -42,6 +42,7 @@ from ..run.rundir import bleu_history, load_run
 REQUEST_FIELDS = ("text", "texts", "beam", "n_best", "attention", "checkpoint")
 MAX_BEAM = 16  # every beam costs a decoder row per step: a bound on one request's work
 MAX_TEXTS = 64  # sentences in one batch request, for the same reason
+MAX_BEAM_ROWS = 256  # texts x beam: the decoder rows one request may keep busy
 MAX_LOADED = 4  # checkpoints kept in memory at once
 
 
@@ -85,6 +86,12 @@ def parse_request(body) -> TranslateRequest:
     attention = _optional(body, "attention", False)
     if not isinstance(attention, bool):
         raise UserError(f'"attention" must be true or false, got {attention!r}')
+    if attention and len(texts) > 1:
+        # L x H x (S^2 + T^2 + T x S) weights a text: one text's maps per answer at most
+        raise UserError('"attention" is for one text per request; send the texts one by one')
+    if len(texts) * beam > MAX_BEAM_ROWS:
+        raise UserError(f"{len(texts)} texts x beam {beam} = {len(texts) * beam} beam rows; "
+                        f"the limit is {MAX_BEAM_ROWS} (fewer texts, or a smaller beam)")
     checkpoint = _optional(body, "checkpoint", None)
     if checkpoint is not None and (not isinstance(checkpoint, str) or not checkpoint):
         raise UserError(f'"checkpoint" must be a checkpoint folder name, got {checkpoint!r}')

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
+import time
 import urllib.request
 
 import pytest
@@ -144,3 +146,43 @@ def test_attention_weights_are_sent_with_three_decimals(live_server):
     weights = [x for maps in raw["attention"].values() for x in numbers(maps)]
     assert weights and max(len(json.dumps(x)) for x in weights) <= len("0.123")
     # not 0.004000000189989805: a float32 turned into JSON
+
+
+def test_one_connection_too_many_is_503_at_once(live_server, monkeypatch):
+    monkeypatch.setattr(live_server.httpd, "max_connections", 2)
+    idle = [socket.create_connection(("127.0.0.1", live_server.port)) for _ in range(2)]
+    try:
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\n")  # and then nothing: they hold their threads
+        time.sleep(0.3)
+        answer = raw_exchange(live_server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer
+        assert b"2 connections are open" in answer
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    still_serves(live_server)
+
+
+def test_a_client_that_sends_a_byte_at_a_time_loses_its_thread(live_server, monkeypatch):
+    monkeypatch.setattr(live_server.httpd, "read_deadline", 1.0)
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=TIMEOUT) as sock:
+        started = time.monotonic()
+        closed = False
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n":  # never the blank line
+            try:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+            except OSError:
+                closed = True
+                break
+            if time.monotonic() - started > 5:
+                break
+        if not closed:  # the server closed its side: a read sees the end (or the answer)
+            sock.settimeout(2)
+            try:
+                closed = sock.recv(1024) is not None
+            except OSError:
+                closed = True
+    assert closed and time.monotonic() - started < 6
+    still_serves(live_server)

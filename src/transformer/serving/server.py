@@ -28,6 +28,7 @@ import json
 import mimetypes
 import re
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -46,6 +47,9 @@ DRAIN_LIMIT = 1024 * 1024  # a too-large body up to this is read and dropped, so
 SOCKET_TIMEOUT = 30  # seconds a client may stall mid-request before its thread gives up
 CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")  # ASCII digits only; 12 of them is a terabyte
 CLOSE_WAIT = 30  # seconds server_close waits for a translation in progress
+MAX_CONNECTIONS = 32  # connections served at once; one more is answered 503 and closed
+READ_DEADLINE = 60  # seconds a client has to send its whole request (a byte every 29 s
+# would otherwise keep a thread for ever: the socket timeout counts per read)
 TEXT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
               ".json": "application/json", ".svg": "image/svg+xml"}
 
@@ -63,6 +67,8 @@ class ExplorerServer(ThreadingHTTPServer):
 
     daemon_threads = True  # a stuck connection never keeps the process alive
     request_queue_size = 64  # connections waiting to be accepted (socketserver says 5)
+    max_connections = MAX_CONNECTIONS
+    read_deadline = READ_DEADLINE
 
     def __init__(self, address: tuple[str, int], service: TranslationService, quiet: bool) -> None:
         self.service = service
@@ -73,6 +79,34 @@ class ExplorerServer(ThreadingHTTPServer):
         # on every interface, where the user chose to be reached by any name.
         self.host_names = set() if host in ("0.0.0.0", "::", "") else \
             {f"{name}:{port}" for name in (host, "localhost", "127.0.0.1")}
+        self.active = 0
+        self.active_lock = threading.Lock()
+
+    def process_request(self, request, client_address) -> None:
+        """A thread for the connection, unless `max_connections` are open: then a 503 with
+        Retry-After, sent at once, and the connection closed (no thread for it)."""
+        with self.active_lock:
+            full = self.active >= self.max_connections
+            self.active += not full
+        if full:
+            body = _error_body(f"{self.max_connections} connections are open; try again")
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                                b"Content-Type: application/json; charset=utf-8\r\n"
+                                b"Connection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.active_lock:
+                self.active -= 1
 
     def server_close(self) -> None:
         super().server_close()
@@ -88,6 +122,24 @@ class Handler(BaseHTTPRequestHandler):
     server: ExplorerServer
     timeout = SOCKET_TIMEOUT
     server_version = "transformer-serve"
+
+    def handle_one_request(self) -> None:
+        # The whole request must arrive within the deadline: past it the socket's reading
+        # side is shut, so a read waiting for a slow sender returns, and the thread is free.
+        timer = threading.Timer(self.server.read_deadline, self._stop_reading)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def _stop_reading(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
 
     def do_GET(self) -> None:
         self._answer("GET")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from transformer.serving import server as serve
+from transformer.serving import handler as served
 from transformer.serving.explorer_page import explore, render_page
 
 from explorer_helpers import (
@@ -332,13 +332,13 @@ def serve_changed_page(monkeypatch, tmp_path: Path, end: str, start: str = "") -
     """Make the running server's page a copy of index.html with the script `end` before
     </body> and `start` (if any) before the explorer's own scripts."""
     pages = tmp_path / "explorer"
-    shutil.copytree(serve.EXPLORER_DIR, pages)
+    shutil.copytree(served.EXPLORER_DIR, pages)
     index = pages / "index.html"
     html = index.read_text(encoding="utf-8").replace("</body>", end)
     first = '<script src="static/dom.js"></script>'
     assert first in html
     index.write_text(html.replace(first, start + first), encoding="utf-8")
-    monkeypatch.setattr(serve, "EXPLORER_DIR", pages)  # the running server reads it per request
+    monkeypatch.setattr(served, "EXPLORER_DIR", pages)  # the running server reads it per request
 
 
 def test_served_page_follows_enter_and_the_slider(server, tmp_path, monkeypatch):

@@ -20,7 +20,8 @@ from transformer.cli.main import main
 from transformer.decoding.analyze import analyze
 from transformer.errors import UserError
 from transformer.run.rundir import load_run
-from transformer.serving.server import EXPLORER_DIR, make_server, serve
+from transformer.serving.handler import EXPLORER_DIR
+from transformer.serving.server import make_server, serve
 from transformer.training.metrics import read_metrics
 
 from kit import TINY_MODEL

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from transformer.serving.server import MAX_BODY, Handler
+from transformer.serving.handler import MAX_BODY, Handler
 
 from serve_helpers import TEXT, TIMEOUT, Server, assert_error, raw_exchange
 

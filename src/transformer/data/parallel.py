@@ -192,7 +192,8 @@ def multi30k_files(split: str, src_lang: str, tgt_lang: str,
     return folder / f"{split}.{src_lang}.gz", folder / f"{split}.{tgt_lang}.gz"
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks: the one way every download and input is checked."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -239,7 +240,7 @@ def download_multi30k(out_dir: str | os.PathLike, base_url: str = MULTI30K_URL) 
     paths = []
     for name, sha256 in MULTI30K_SHA256.items():
         target = out_dir / name
-        if not (target.is_file() and _sha256(target) == sha256):
+        if not (target.is_file() and sha256_of(target) == sha256):
             target = _fetch(base_url + name, out_dir, name, sha256)
         paths.append(target)
     return paths

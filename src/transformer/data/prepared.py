@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import array
 import collections
-import hashlib
 import itertools
 import json
 import os
@@ -40,7 +39,7 @@ import numpy as np
 
 from ..checkpoint.atomic import write_folder
 from ..errors import UserError, one_line
-from .parallel import stream_parallel
+from .parallel import sha256_of, stream_parallel
 from .tokenizer import Tokenizer
 
 FORMAT = 1  # the layout above; a folder of another version is refused
@@ -122,11 +121,7 @@ def _fingerprint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"path": str(path), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": sha256_of(path)}
 
 
 def _changes(out: Path, wanted: dict) -> list[str] | None:

@@ -21,7 +21,6 @@ both sums and extracts nothing.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import json
 import os
@@ -33,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import UserError, one_line
-from .parallel import stream_lines, stream_parallel
+from .parallel import sha256_of, stream_lines, stream_parallel
 from .prepared import prepare_corpus
 
 UPSTREAM = "https://www.statmt.org/"
@@ -91,7 +90,7 @@ def fetch(name: str, downloads: Path, mirror: str | None, say: Callable[[str], N
     path, (where, pinned) = downloads / name, ARCHIVES[name]
     recorded = _recorded(downloads)
     expected = pinned or recorded.get(name)
-    if path.is_file() and expected and _sha256(path) == expected:
+    if path.is_file() and expected and sha256_of(path) == expected:
         return path
     url = (mirror.rstrip("/") + "/" + name) if mirror else UPSTREAM + where
     part = path.with_name(path.name + ".part")
@@ -102,7 +101,7 @@ def fetch(name: str, downloads: Path, mirror: str | None, say: Callable[[str], N
     except (urllib.error.URLError, OSError) as error:
         part.unlink(missing_ok=True)
         raise UserError(f"{url}: download failed ({one_line(error)})") from None
-    actual = _sha256(part)
+    actual = sha256_of(part)
     if expected and actual != expected:
         part.unlink()
         raise UserError(f"{url}: SHA-256 {actual}, expected {expected}: the download is not the "
@@ -121,14 +120,6 @@ def _recorded(downloads: Path) -> dict:
         return json.loads((downloads / CHECKSUMS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def extract(archive: Path, members: list[str], into: Path) -> None:

@@ -7,6 +7,8 @@
     batching.py      batches by token count with length bucketing (Section 5.1); collate
     synthetic.py     toy sequences (copy, reverse, sort) that need no download
     translation.py   a translation corpus made ready for training: pairs, BPE, batches
+    prepared.py      a corpus tokenized once: memory-mapped ids, offsets, a manifest
+    wmt14.py         WMT 2014 English-German: download, check, extract, clean, prepare
 
 Import the modules directly (`from transformer.data.parallel import read_parallel`);
 this file deliberately imports nothing, so that loading one module never pulls in another.

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..model.decoder import reorder_cache
+from ..model.decoder import keep_rows, reorder_cache
 from ..model.masks import padding_mask
 from .eval_mode import eval_mode
 
@@ -86,7 +86,9 @@ def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_b
     memory = model.encode(src, src_mask)  # (B, S, D), once
     # Sentence b's K beams live on the K consecutive rows b*K .. b*K + K-1, and stay there:
     # reordering moves beams within a sentence only, so the memory, the source mask and
-    # the cross-attention keys/values (all the same on those K rows) never move.
+    # the cross-attention keys/values (all the same on those K rows) never move. When a
+    # sentence is done, its K rows leave every tensor and the cache: the sentences after
+    # it move up, and the search goes on with fewer rows.
     memory = memory.repeat_interleave(K, dim=0)  # (B*K, S, D)
     src_mask = src_mask.repeat_interleave(K, dim=0)  # (B*K, 1, 1, S)
     first_row = torch.arange(B, device=device)[:, None] * K  # (B, 1)
@@ -96,9 +98,8 @@ def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_b
     # <bos> would otherwise offer every extension K times and fill the beam with copies.
     scores = torch.full((B, K), float("-inf"), device=device)  # (B, K) float32
     scores[:, 0] = 0.0
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
-    # A done sentence's rows keep running with the rest (simpler than shrinking the batch
-    # and every cache), but nothing is added to its results any more.
+    results: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    finished = list(results)  # the lists of the sentences still searched, in row order
     done = [False] * B
     cache = model.decoder.new_cache(capacity=max(max_lens)) if use_cache else None
 
@@ -116,7 +117,19 @@ def _beam_search(model, src, K, alpha, max_len_a, max_len_b, bos_id, eos_id, n_b
         _mark_done(finished, done, tokens, scores, length, max_lens, alpha, n_best)
         if all(done):
             break
-    return finished
+        if any(done):  # a done sentence's rows leave the batch: no more work on them
+            keep = [b for b, is_done in enumerate(done) if not is_done]
+            index = torch.tensor(keep, device=device)
+            rows = (index[:, None] * K + torch.arange(K, device=device)).view(-1)  # (b*K,)
+            tokens, scores = tokens.index_select(0, rows), scores.index_select(0, index)
+            memory, src_mask = memory.index_select(0, rows), src_mask.index_select(0, rows)
+            if cache is not None:
+                keep_rows(cache, rows)
+            finished = [finished[b] for b in keep]
+            max_lens = [max_lens[b] for b in keep]
+            done = [False] * len(keep)
+            first_row = torch.arange(len(keep), device=device)[:, None] * K
+    return results
 
 
 def _best_extensions(scores, log_probs, first_row):

@@ -89,6 +89,21 @@ def cache_length(cache: list[dict]) -> int:
     return self_state["k"].size(2) if "k" in self_state else 0
 
 
+def keep_rows(cache: list[dict], index: torch.Tensor) -> None:
+    """Keep only the rows `index` (N,) of the whole cache, self- and cross-attention, in
+    place: beam search drops the rows of the sentences it has finished."""
+    for layer in cache:
+        state, cross = layer["self"], layer["cross"]
+        if "k" in state:
+            n = state["k"].size(2)
+            for name in ("k", "v"):
+                buffer = state[name + "_buffer"].index_select(0, index)
+                state[name + "_buffer"], state[name] = buffer, buffer[:, :, :n]
+        for name in ("k", "v"):
+            if name in cross:
+                cross[name] = cross[name].index_select(0, index)
+
+
 def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
     """Keep the rows `index` (N,) of every self-attention cache, in place (beam search).
 

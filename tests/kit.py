@@ -1,5 +1,5 @@
-"""The tests' one kit: tiny settings, run factories, a made-up corpus, metrics reading, and
-the command line run in-process with its error contract.
+"""The tests' one kit: the tiny model's keys, run factories, a made-up corpus, metrics
+reading, and the command line run in-process with its error contract.
 
 The contract for every mistake a user can make: exit code 2 and exactly one line on
 stderr, starting with "error: " and naming what is wrong and where (file, line, key),
@@ -19,13 +19,10 @@ from pathlib import Path
 import torch
 
 from transformer.cli.main import main
-from transformer.run.rundir import read_settings
-from transformer.run.settings import RunSettings, settings_from_values
 from transformer.training.metrics import METRICS_FILE, read_metrics
 
 # One layer each side, d_model 32: a forward pass takes about a millisecond.
 TINY_MODEL = ["d_model=32", "n_heads=2", "d_ff=64", "n_encoder_layers=1", "n_decoder_layers=1"]
-TINY_KEYS = {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1}
 MAX_LEN = 32
 
 # 200 made-up English -> German sentence pairs from a tiny grammar: enough for a BPE
@@ -61,11 +58,6 @@ def assert_user_error(code: int, err: str, *names: str) -> str:
 
 # --- settings and runs -----------------------------------------------------------------------
 
-def tiny_settings(**values) -> RunSettings:
-    """RunSettings of the tiny model and `values`, through the one settings path."""
-    return settings_from_values({**TINY_KEYS, **values})
-
-
 def write_corpus(folder: Path, pairs: int = 200) -> tuple[Path, Path]:
     """Line-aligned en/de files of `pairs` sentences, walking the grammar in a fixed order."""
     subjects, verbs, objects = list(SUBJECTS), list(VERBS), list(OBJECTS)
@@ -100,10 +92,6 @@ def train_copy_run(run_dir: Path, *extra, quiet: bool = True) -> int:
                  "--out", str(run_dir), "--steps", "6", "--set", *TINY_MODEL, "batch_size=8",
                  "eval_examples=10", "log_every=1", "eval_every=3", "target_exact_match=0",
                  *map(str, extra)])
-
-
-def run_settings(run_dir: Path) -> RunSettings:
-    return read_settings(run_dir)
 
 
 # --- metrics.jsonl ---------------------------------------------------------------------------

@@ -110,8 +110,8 @@ def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
     Only the filled positions move, and within their buffers: a gather, then a copy back.
     Only self-attention state moves with the beams. The cross-attention keys/values are
     a function of the source sentence alone, and beam search keeps each sentence's beams
-    on the rows of that sentence, so they never need reordering (and the number of rows
-    never changes).
+    on the rows of that sentence, so they never need reordering (the number of rows
+    stays; dropping the rows of finished sentences is `keep_rows`).
     """
     for layer in cache:
         state = layer["self"]

@@ -97,7 +97,10 @@ def keep_rows(cache: list[dict], index: torch.Tensor) -> None:
         if "k" in state:
             n = state["k"].size(2)
             for name in ("k", "v"):
-                buffer = state[name + "_buffer"].index_select(0, index)
+                # A smaller buffer of the same capacity; only the filled positions copied.
+                old = state[name + "_buffer"]
+                buffer = old.new_empty((index.numel(), *old.shape[1:]))
+                buffer[:, :, :n] = state[name].index_select(0, index)
                 state[name + "_buffer"], state[name] = buffer, buffer[:, :, :n]
         for name in ("k", "v"):
             if name in cross:

@@ -5,7 +5,6 @@ commands never load.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..experiments.ablate_report import format_table
 from ..experiments.plots import plot_attention, plot_curves
 from ..run.rundir import load_run
 from ..run.settings import parse_sets
+from .translate import say
 
 
 def plot(args) -> int:
@@ -30,8 +30,7 @@ def plot(args) -> int:
         written += plot_attention_for(run_dir, args.attention, args.checkpoint, notes)
     for path in written:
         print(path)
-    for note in notes:  # said once the command succeeded, as every command does
-        print(note, file=sys.stderr)
+    say(notes)
     return 0
 
 
@@ -57,7 +56,7 @@ def plot_attention_for(run_dir: Path, sentence: str, checkpoint: str | None,
 
 def ablate(args) -> int:
     """Run the variants, print the table, say where the files are."""
-    sets = parse_sets([item for group in args.sets for item in group])
+    sets = parse_sets(args.sets)
     out = Path(args.out or f"runs/ablate-{args.task}-{time.strftime('%Y%m%d-%H%M%S')}")
     results = run_ablation(args.task, sets, args.steps, out, overwrite=args.overwrite)
     print()

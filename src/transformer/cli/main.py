@@ -80,6 +80,12 @@ def command(module: str, function: str):
     return run
 
 
+def add_sets(parser: argparse.ArgumentParser, help: str) -> None:
+    """--set KEY=VALUE ..., as often as wanted: one flat list of items in `args.sets`."""
+    parser.add_argument("--set", dest="sets", action="extend", default=[], metavar="KEY=VALUE",
+                        nargs="+", help=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="transformer", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -101,8 +107,7 @@ def add_train(sub) -> None:
     p.add_argument("task", nargs="?", choices=TASK_CHOICES)
     p.add_argument("--config", help="a TOML recipe file, or a shipped recipe by name "
                                     "(copy, multi30k, base, big, wmt14); default: the task's own")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   nargs="+", help="override recipe keys, e.g. --set d_model=128 warmup=400")
+    add_sets(p, "override recipe keys, e.g. --set d_model=128 warmup=400")
     p.add_argument("--out", help="run directory (default runs/TASK-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help=(
         "continue a stopped run exactly; only these keys may change (--set, --steps, --device): "
@@ -239,15 +244,14 @@ def add_run_tools(sub) -> None:
     p.add_argument("--tgt", help="prepare: target training file")
     p.add_argument("--valid-src")
     p.add_argument("--valid-tgt")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   nargs="+", help="prepare, wmt14: vocab_size, tokenizer_sample, tokenizer, vocab")
+    add_sets(p, "prepare, wmt14: vocab_size, tokenizer_sample, tokenizer, vocab")
 
     p = sub.add_parser("ablate", help="train the classic mistakes next to the baseline")
     p.set_defaults(run=command("experiments", "ablate"))
     p.add_argument("--task", choices=("copy", "multi30k"), default="copy")
     p.add_argument("--steps", type=int)
     p.add_argument("--out", help="folder for the table, the plot and a run per variant")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", nargs="+")
+    add_sets(p, "recipe keys over the task's recipe")
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing variant runs (never a folder that is not a run)")
 

@@ -31,7 +31,7 @@ def train(args) -> int:
     flags = {"steps": args.steps, "seed": args.seed, "device": args.device,
              "data_dir": args.data_dir, "data": args.data, "src": args.src, "tgt": args.tgt,
              "valid_src": args.valid_src, "valid_tgt": args.valid_tgt}
-    asked = asked_values(args.config, [item for group in args.sets for item in group],
+    asked = asked_values(args.config, args.sets,
                          args.task, flags)
     if args.resume:
         settings = resumed_settings(read_settings(args.resume), asked)
@@ -114,7 +114,7 @@ def prepare(args) -> int:
 
 def prepare_settings(args) -> dict:
     """The --set keys of `data prepare` and `data wmt14`, checked as every key is."""
-    values = parse_sets([item for group in args.sets for item in group])
+    values = parse_sets(args.sets)
     unknown = sorted(set(values) - set(PREPARE_KEYS))
     if unknown:
         raise UserError(f"data {args.corpus}: --set {unknown[0]} does not shape a prepared "

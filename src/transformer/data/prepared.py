@@ -28,7 +28,6 @@ the folder is prepared again.
 from __future__ import annotations
 
 import array
-import collections
 import itertools
 import json
 import os
@@ -163,7 +162,7 @@ def _write_ids(tmp: Path, tokenizers: dict[str, Tokenizer], pairs: Iterator[tupl
     dtype = _dtype(max(tokenizer.vocab_size for tokenizer in tokenizers.values()))
     ends = {side: array.array("q", [0]) for side in SIDES}  # 8 bytes a sentence
     files = {side: open(tmp / f"train.{side}.ids", "wb") for side in SIDES}
-    held_out = collections.deque()
+    held_out = []  # at most HELD_OUT_MAX pairs: the last ones
     try:
         for start in itertools.count(0, batch_lines):
             batch = list(itertools.islice(pairs, batch_lines))
@@ -172,9 +171,12 @@ def _write_ids(tmp: Path, tokenizers: dict[str, Tokenizer], pairs: Iterator[tupl
             train = batch[: max(0, n_train - start)]
             held_out.extend(batch[len(train):])
             for k, side in enumerate(SIDES):
-                for ids in tokenizers[side].encode_batch([pair[k] for pair in train]):
-                    np.asarray(ids, dtype=dtype).tofile(files[side])
-                    ends[side].append(ends[side][-1] + len(ids))
+                encoded = tokenizers[side].encode_batch([pair[k] for pair in train])
+                lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+                # One write a batch: the batch's ids end to end, then its sentences' ends.
+                np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype,
+                            count=int(lengths.sum())).tofile(files[side])
+                ends[side].extend((ends[side][-1] + np.cumsum(lengths)).tolist())
     finally:
         for f in files.values():
             f.close()
@@ -182,7 +184,7 @@ def _write_ids(tmp: Path, tokenizers: dict[str, Tokenizer], pairs: Iterator[tupl
         np.frombuffer(ends[side], dtype=np.int64).tofile(tmp / f"train.{side}.offsets")
     counts = {"train": n_train, "tokens": {side: ends[side][-1] for side in SIDES}}
     if held_out:
-        counts["valid"] = _write_texts(tmp, iter(held_out))
+        counts["valid"] = _write_texts(tmp, held_out)
     return counts
 
 

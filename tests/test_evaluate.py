@@ -6,7 +6,7 @@ import math
 import pytest
 import sacrebleu
 
-from transformer.decoding.bleu import corpus_bleu
+from transformer.decoding.bleu import corpus_bleu, tokenized_bleu
 from transformer.errors import UserError
 
 from kit import assert_user_error, run_main, train_translation_run, write_corpus
@@ -103,3 +103,11 @@ def test_tokenized_bleu_is_the_papers_moses_tokens_with_compounds_split():
     assert tokenized_bleu(references, references, "de") == pytest.approx(100.0)
     with pytest.raises(UserError, match="one reference per hypothesis"):
         tokenized_bleu(hypotheses, references[:1], "de")
+
+
+def test_lowercased_tokenized_bleu_ignores_case_and_keeps_compounds_whole():
+    hypothesis = ["Ein Mann fährt mit dem Fahrrad durch den Rhein-Main-Park."]
+    reference = ["ein Mann fährt mit dem Fahrrad durch den rhein-main-park."]
+    lowered = tokenized_bleu(hypothesis, reference, "de", split_compounds=False, lowercase=True)
+    assert lowered == pytest.approx(100.0)
+    assert tokenized_bleu(hypothesis, reference, "de", split_compounds=False) < 80

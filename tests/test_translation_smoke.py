@@ -6,6 +6,7 @@ bound on quality is that the model beats copying its English source."""
 
 import pytest
 import torch
+from sacrebleu.metrics import BLEU, CHRF, TER
 
 from transformer.cli.main import main
 from transformer.data.parallel import find_multi30k_dir, load_multi30k
@@ -58,6 +59,7 @@ def test_training_loss_falls(run):
     references = (run / "valid.de").read_text(encoding="utf-8").splitlines()
     copy_bleu, _ = corpus_bleu(sources, references)
     assert "bleu" in evals[-1] and evals[-1]["bleu"] > copy_bleu + 3.0, (evals[-1], copy_bleu)
+    assert 0 < evals[-1]["chrf"] <= 100  # chrF beside BLEU in every BLEU record
     assert (run / "run" / "tokenizer.json").exists()
     assert (run / "run" / "checkpoints" / "best" / "model.safetensors").exists()
 
@@ -79,7 +81,17 @@ def test_evaluate_prints_bleu_and_signature(run, capsys):
                  "--ref", str(run / "valid.de"), "--beam", "1", "--output", str(run / "val.hyp")]) == 0
     out = capsys.readouterr().out
     assert out.startswith("BLEU = ") and "nrefs:1" in out and "tok:13a" in out
-    assert len((run / "val.hyp").read_text().splitlines()) == 60
+    hypotheses = (run / "val.hyp").read_text().splitlines()
+    assert len(hypotheses) == 60
+    # The other scores, each recomputed here from the written output with sacreBLEU itself.
+    references = (run / "valid.de").read_text().splitlines()
+    expected = {"lowercased BLEU": BLEU(lowercase=True), "chrF": CHRF(),
+                "chrF++": CHRF(word_order=2), "TER": TER()}
+    printed = dict(line.split("  (")[0].split(" = ") for line in out.splitlines() if " = " in line)
+    for name, metric in expected.items():
+        assert float(printed[name]) == pytest.approx(
+            metric.corpus_score(hypotheses, [references]).score, abs=0.006), name
+    assert "case:lc" in out and "lowercased tokenized BLEU" in printed
 
 
 def test_average_writes_an_averaged_checkpoint(run, capsys):

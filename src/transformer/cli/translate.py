@@ -28,7 +28,7 @@ from ..data.sources import Where, encode_sources
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
 from ..data.translation import wmt14_dir
 from ..decoding.beam import gnmt_length_penalty
-from ..decoding.bleu import corpus_bleu, tokenized_bleu
+from ..decoding.bleu import all_scores
 from ..decoding.sampling import row_generators, sample_decode
 from ..decoding.scoring import score_pairs
 from ..decoding.translate import DEFAULT_BEAM, best_texts, length_batches
@@ -259,15 +259,15 @@ def evaluate(args) -> int:
     sources.refuse_long(Where(args.src) if args.src else Where())
     found = beam_translate(run.model, run.source, sources.ids, train.decoding, beam_size=args.beam)
     hypotheses = best_texts(run.target, found)
-    bleu, signature = corpus_bleu(hypotheses, [t for _, t in pairs])
+    scores = all_scores(hypotheses, [t for _, t in pairs], train.tgt_lang)
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    (_, bleu, signature), *others = scores
     print(f"BLEU = {bleu:.2f}  ({name}, {train.src_lang}->{train.tgt_lang}, "
           f"beam {args.beam}, {len(pairs)} sentences)")
-    print(f"signature: {signature}")
-    paper = tokenized_bleu(hypotheses, [t for _, t in pairs], train.tgt_lang)
-    print(f"tokenized BLEU = {paper:.2f}  (the paper's way: Moses-tokenized, compounds split; "
-          "not comparable with sacreBLEU)")
+    print(signature)
+    for label, score, how in others:
+        print(f"{label} = {score:.2f}  ({how})")
     say(sources.notes(Where(args.src) if args.src else Where())
         + [f"using checkpoint {describe_checkpoint(run.checkpoint)}"])
     return 0

@@ -1,4 +1,5 @@
-"""BLEU, the paper's quality measure (Section 6.1), computed the comparable way: sacreBLEU.
+"""BLEU, the paper's quality measure (Section 6.1), computed the comparable way: sacreBLEU;
+and the scores reported beside it.
 
     hypotheses: list[str]  one detokenized output sentence per source sentence
     references: list[str]  one detokenized reference per source sentence
@@ -15,13 +16,19 @@ real decoder output, never teacher-forced argmax.
 tensor2tensor scripts it came with) computed it, on Moses-tokenized text with hyphenated
 compounds split ("Rhein-Main" -> "Rhein ##AT##-##AT## Main"), no further tokenization.
 It is what to put beside the paper's 27.3, never beside a sacreBLEU score.
+
+`all_scores` is what `transformer evaluate` prints: cased BLEU (the headline), lowercased
+BLEU, chrF and chrF++ (character n-gram F-scores, which credit a half-right German
+compound) and TER (edits per reference word, lower is better), all from sacreBLEU with
+their signatures; then the tokenized figures other papers report: the paper's way, and
+the way many Multi30k papers (fairseq's scorer) compute it, lowercased Moses tokens.
 """
 
 from __future__ import annotations
 
 import re
 
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics import BLEU, CHRF, TER
 from sacremoses import MosesTokenizer
 
 from ..errors import UserError
@@ -42,17 +49,51 @@ def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, st
 COMPOUND = re.compile(r"(\S)-(\S)")
 
 
-def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str) -> float:
-    """BLEU on Moses-tokenized (`lang`), compound-split text: the paper's way (see above)."""
+def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str,
+                   split_compounds: bool = True, lowercase: bool = False) -> float:
+    """BLEU on Moses-tokenized (`lang`) text, no further tokenization. The defaults are the
+    paper's way (see above); `split_compounds=False, lowercase=True` is the Multi30k
+    papers' (lowercased Moses tokens, as fairseq's scorer reads them)."""
     tokenizer = MosesTokenizer(lang=lang)
 
     def paper_tokens(text: str) -> str:
         tokens = tokenizer.tokenize(text, escape=False, return_str=True)
+        tokens = tokens.lower() if lowercase else tokens
         # One pass, as the original script's: in "a-b-c" (one-letter parts) it splits the
         # first hyphen only (its match ate the "b"), a quirk its numbers carry.
-        return COMPOUND.sub(r"\1 ##AT##-##AT## \2", tokens)
+        return COMPOUND.sub(r"\1 ##AT##-##AT## \2", tokens) if split_compounds else tokens
 
     hyps = [paper_tokens(h) for h in hypotheses]
     refs = [paper_tokens(r) for r in references]
     corpus_bleu(hyps, refs)  # the same checks: one reference each, at least one sentence
     return BLEU(tokenize="none", force=True).corpus_score(hyps, [refs]).score
+
+
+def chrf(hypotheses: list[str], references: list[str], word_order: int = 0) -> tuple[float, str]:
+    """chrF (word_order=0) or chrF++ (word_order=2) from sacreBLEU, and its signature."""
+    corpus_bleu(hypotheses, references)  # the same checks
+    metric = CHRF(word_order=word_order)
+    return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
+
+
+def all_scores(hypotheses: list[str], references: list[str], lang: str
+               ) -> list[tuple[str, float, str]]:
+    """(name, score, how it was computed) for every score `evaluate` reports; cased BLEU first."""
+    bleu, signature = corpus_bleu(hypotheses, references)
+    lowercased = BLEU(lowercase=True)
+    lower = lowercased.corpus_score(hypotheses, [references]).score
+    ter = TER()
+    return [
+        ("BLEU", bleu, f"signature: {signature}"),
+        ("lowercased BLEU", lower, f"signature: {lowercased.get_signature()}"),
+        ("chrF", *chrf(hypotheses, references)),
+        ("chrF++", *chrf(hypotheses, references, word_order=2)),
+        ("TER", ter.corpus_score(hypotheses, [references]).score,
+         f"lower is better; signature: {ter.get_signature()}"),
+        ("tokenized BLEU", tokenized_bleu(hypotheses, references, lang),
+         "the paper's way: Moses-tokenized, compounds split; not comparable with sacreBLEU"),
+        ("lowercased tokenized BLEU",
+         tokenized_bleu(hypotheses, references, lang, split_compounds=False, lowercase=True),
+         "the Multi30k papers' way (Wu et al., 2021): lowercased Moses tokens; "
+         "not comparable with sacreBLEU"),
+    ]

@@ -44,7 +44,7 @@ TRAIN_KEYS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # saves, where it runs. Everything else (model shape, vocabulary, data, seed, ...) is what
 # the run is: its checkpoints and its tokenizer only fit the values it has.
 RESUMABLE_KEYS = ("steps", "max_minutes", "eval_every", "save_every", "bleu_every",
-                  "log_every", "keep_last", "threads", "device")
+                  "log_every", "keep_last", "threads", "device", "patience")
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 # The recipe a task trains with when no --config is given: small enough for a CPU. The
 # synthetic tasks share the copy recipe (its task replaced); "parallel" keeps the defaults.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..data.synthetic import TASKS as SYNTHETIC_TASKS
 from ..decoding.translate import DecodingOptions
 from ..model.config import _check_choice, _check_int
 
@@ -66,6 +67,8 @@ class TrainConfig:
     max_len_a: float = 1.0
     max_len_b: int = 50
     target_exact_match: float = 0.0  # stop once exact match reaches it (synthetic); 0 = never
+    patience: int = 0  # stop after this many evaluations without a better early_stop_metric; 0 = never
+    early_stop_metric: str = "bleu"  # bleu | chrf | loss (translation); exact_match | loss (synthetic)
     save_every: int = 1000
     keep_last: int = 5
     log_every: int = 10
@@ -81,6 +84,11 @@ class TrainConfig:
         if self.min_length > self.max_length:
             raise ValueError(f"min_length={self.min_length} must not exceed "
                              f"max_length={self.max_length}")
+        synthetic = self.task in SYNTHETIC_TASKS
+        if self.patience and self.early_stop_metric in (("bleu", "chrf") if synthetic else ("exact_match",)):
+            # Early stopping on a score the task never measures would never stop.
+            raise ValueError(f"early_stop_metric={self.early_stop_metric!r}: a {self.task} run "
+                             f"measures {'exact_match and loss' if synthetic else 'bleu, chrf and loss'}")
 
 
 def _at_least(minimum: int):
@@ -134,6 +142,7 @@ TRAIN_CHECKS = {
     "beam_size": _at_least(1), "length_penalty": _NON_NEGATIVE, "max_len_a": _NON_NEGATIVE,
     "max_len_b": _at_least(0),
     "target_exact_match": _number(lambda x: 0 <= x <= 1, "in [0, 1]"),
+    "patience": _at_least(0), "early_stop_metric": _one_of("bleu", "chrf", "loss", "exact_match"),
     "save_every": _at_least(1), "keep_last": _at_least(1), "log_every": _at_least(1),
 }
 

@@ -46,7 +46,7 @@ from .runtime import check_precision, use_bf16, wrap_for_training
 from .schedule import adam, make_scheduler
 from .tasks import Task
 from .update import UpdateResult, next_update, update
-from .validation import evaluate, format_eval, improves, reached_target
+from .validation import evaluate, format_eval, improves, out_of_patience, reached_target
 
 INTERRUPTED_EXIT_CODE = 130
 
@@ -105,6 +105,11 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                     if reached_target(last_eval, train_cfg):
                         report.say(f"exact match {last_eval['exact_match']:.1%} reached at "
                                    f"step {step}")
+                        save()
+                        break
+                    if out_of_patience(last_eval, train_cfg, progress):
+                        report.say(f"early stop at step {step}: {train_cfg.early_stop_metric} "
+                                   f"has not improved for {train_cfg.patience} evaluations")
                         save()
                         break
 

@@ -1,7 +1,8 @@
 """Exact resume: what a checkpoint holds besides the weights, the optimizer and the
 scheduler, and how a resumed run gets it back.
 
-    Progress         the step, the data position, the best validation score
+    Progress         the step, the data position, the best validation score, and the
+                     early-stopping count
     train_state()    Progress plus the RNG states: under torchrun every rank's, since each
                      rank draws its own dropout masks (a collective: every rank calls it)
     restore()        the newest checkpoint into model, optimizer and scheduler; each rank
@@ -33,6 +34,8 @@ class Progress:
     step: int = 0
     data: dict | None = None  # the task's position in its batch stream
     best: float | None = None  # the best validation score so far (for the "best" checkpoint)
+    early_best: float | None = None  # the best early_stop_metric so far, higher is better
+    stale: int = 0  # evaluations of early_stop_metric since it last improved
 
 
 def train_state(progress: Progress, ctx: Distributed) -> dict:
@@ -40,7 +43,8 @@ def train_state(progress: Progress, ctx: Distributed) -> dict:
     rank draws its own dropout masks, so every rank's RNG state is kept ("rng_per_rank";
     "rng" is rank 0's). A collective: every rank calls it."""
     rngs = gather_objects(ctx, rng_state())
-    state = {"step": progress.step, "data": progress.data, "rng": rngs[0], "best": progress.best}
+    state = {"step": progress.step, "data": progress.data, "rng": rngs[0], "best": progress.best,
+             "early_best": progress.early_best, "stale": progress.stale}
     if ctx.world_size > 1:
         state["rng_per_rank"] = rngs
     return state
@@ -54,7 +58,8 @@ def restore(run_dir: Path, model: nn.Module, optimizer, scheduler, ctx: Distribu
         raise UserError(f"{run_dir}: no checkpoint to resume from")
     state = load_checkpoint(latest, model, optimizer, scheduler)
     set_rng_state(rank_rng_state(state, ctx, latest))
-    return Progress(state["step"], state["data"], state.get("best"))
+    return Progress(state["step"], state["data"], state.get("best"), state.get("early_best"),
+                    state.get("stale", 0))
 
 
 def rank_rng_state(state: dict, ctx: Distributed, checkpoint: Path) -> dict:

@@ -23,7 +23,7 @@ from ..data.synthetic import FIRST_SYMBOL, SyntheticSequences
 from ..data.synthetic import TASKS as SYNTHETIC_TASKS
 from ..data.tokenizer import PAD_ID, Tokenizer
 from ..data.translation import TranslationData, prepared_folder
-from ..decoding.bleu import corpus_bleu
+from ..decoding.bleu import chrf, corpus_bleu
 from ..decoding.greedy import greedy_decode
 from ..decoding.translate import translate_texts
 from ..errors import UserError
@@ -47,7 +47,7 @@ class Task(Protocol):
     def decode_metrics(self, model: nn.Module, train_cfg: TrainConfig, device: torch.device,
                        step: int, final: bool) -> dict:
         """Scores of real decoding on the held-out data at `step`: {"exact_match": ...} or
-        {"bleu": ..., "bleu_signature": ...}; may be {} at steps where it is not due."""
+        {"bleu": ..., "bleu_signature": ..., "chrf": ...}; may be {} at steps where it is not due."""
 
 
 class SyntheticTask(SyntheticSequences):
@@ -75,7 +75,7 @@ class TranslationTask(TranslationData):
                                      target=self.target)
         score, signature = corpus_bleu(hypotheses, references)
         self.examples = list(zip(sources[:3], references[:3], hypotheses[:3]))
-        return {"bleu": score, "bleu_signature": signature}
+        return {"bleu": score, "bleu_signature": signature, "chrf": chrf(hypotheses, references)[0]}
 
 
 def prepare_task(train_cfg: TrainConfig, run_dir: Path, quiet: bool = False

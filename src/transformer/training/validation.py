@@ -1,6 +1,7 @@
 """Evaluation during training: the validation loss and the task's decoding score, the
-record that metrics.jsonl keeps of it, and the two decisions taken from it (a new best
-checkpoint; an early stop once a synthetic task is learned).
+record that metrics.jsonl keeps of it, and the decisions taken from it (a new best
+checkpoint; an early stop once a synthetic task is learned, or once the validation score
+stops improving).
 
     evaluate(model, task, ...) -> {"kind": "eval", "step", "loss", "nll", "ppl",
                                    "accuracy", and "bleu" or "exact_match"}
@@ -39,6 +40,24 @@ def improves(record: dict, progress: Progress) -> bool:
     return True
 
 
+def out_of_patience(record: dict, train_cfg: TrainConfig, progress: Progress) -> bool:
+    """Early stopping: True once `patience` evaluations in a row have not improved on the
+    best `early_stop_metric` so far. An evaluation that did not measure the metric (BLEU is
+    measured every `bleu_every` steps only) does not count. The count lives in `progress`,
+    which checkpoints keep, so that a resumed run stops where an unbroken one would."""
+    if not train_cfg.patience:
+        return False
+    metric = train_cfg.early_stop_metric
+    if metric not in record:
+        return False
+    score = -record[metric] if metric == "loss" else record[metric]  # higher is better
+    if progress.early_best is None or score > progress.early_best:
+        progress.early_best, progress.stale = score, 0
+        return False
+    progress.stale += 1
+    return progress.stale >= train_cfg.patience
+
+
 def reached_target(record: dict, train_cfg: TrainConfig) -> bool:
     """A synthetic task may stop early once its exact match reaches `target_exact_match`."""
     return bool(train_cfg.target_exact_match) and \
@@ -70,4 +89,6 @@ def format_eval(record: dict) -> str:
         parts.append(f"exact match {record['exact_match']:.1%}")
     if "bleu" in record:
         parts.append(f"BLEU {record['bleu']:.2f}")
+    if "chrf" in record:
+        parts.append(f"chrF {record['chrf']:.2f}")
     return " | ".join(parts)

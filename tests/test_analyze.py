@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from transformer import Transformer, TransformerConfig
-from transformer.decoding.analyze import analyze, encode_source
+from transformer.decoding import analyze as analyze_module
+from transformer.decoding.analyze import analyze, analyze_sources, encode_source
 from transformer.decoding.beam import gnmt_length_penalty
 from transformer.decoding.translate import DecodingOptions, translate_texts
 from transformer.errors import UserError
@@ -175,7 +176,7 @@ def test_no_alternatives(untrained):
 
 def test_a_symbol_the_vocabulary_lacks_is_left_out_of_the_source(trained):
     model, tokenizer = trained
-    ids = encode_source(model, tokenizer, "the cat ⚽ sees")
+    ids = encode_source(tokenizer, "the cat ⚽ sees", model.cfg.max_len)
     assert ids == tokenizer.encode("the cat sees") and tokenizer.decode(ids) == "the cat sees"
     answer = analyze(model, tokenizer, "the cat ⚽ sees", PAPER)
     assert answer == analyze(model, tokenizer, "the cat sees", PAPER)
@@ -189,9 +190,10 @@ def test_a_symbol_the_vocabulary_lacks_is_left_out_of_the_source(trained):
 ])
 def test_bad_text_is_a_user_error(trained, text, names):
     model, tokenizer = trained
-    for call in (lambda *a: analyze(*a, PAPER), encode_source):
+    for call in (lambda: analyze(model, tokenizer, text, PAPER),
+                 lambda: encode_source(tokenizer, text, model.cfg.max_len)):
         with pytest.raises(UserError) as error:
-            call(model, tokenizer, text)
+            call()
         message = str(error.value)
         assert "\n" not in message and all(name in message for name in names), message
 
@@ -201,3 +203,21 @@ def test_the_longest_text_allowed(untrained):
     answer = analyze(model, vocab, "a" * (model.cfg.max_len - 1), PAPER, attention=True)
     assert len(answer["source_tokens"]) == model.cfg.max_len
     check_answer(answer, model.cfg, 1, True)
+
+
+def test_many_sources_at_once_answer_as_one_at_a_time(trained, monkeypatch):
+    model, tokenizer = trained
+    texts = ["the cat sees", "a dog runs to the red car", "the man", "two dogs sit"]
+    # Three hypotheses a source, at most seven rows a teacher-forced pass: two passes of two
+    # sources each, so that a wrong row offset within a pass, or across passes, would show.
+    monkeypatch.setattr(analyze_module, "TEACHER_FORCED_ROWS", 7)
+    sources = [encode_source(tokenizer, text, model.cfg.max_len) for text in texts]
+    together = analyze_sources(model, tokenizer, sources, PAPER, beam=3, n_best=3)
+    for text, answer in zip(texts, together):
+        alone = analyze(model, tokenizer, text, PAPER, beam=3, n_best=3)
+        assert [h["tokens"] for h in answer["hypotheses"]] == [h["tokens"] for h in alone["hypotheses"]]
+        assert answer["target_tokens"] == alone["target_tokens"]
+        for got, expected in zip(answer["hypotheses"], alone["hypotheses"]):
+            assert got["log_prob"] == pytest.approx(expected["log_prob"], abs=1e-4)
+            assert got["score"] == pytest.approx(expected["score"], abs=1e-4)
+        assert answer["token_probs"] == pytest.approx(alone["token_probs"], abs=1e-5)

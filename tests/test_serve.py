@@ -28,7 +28,8 @@ from kit import TINY_MODEL
 from serve_helpers import TEXT, TIMEOUT, Server, assert_error
 
 RESULT_FIELDS = {"translation", "hypotheses", "source_tokens", "target_tokens",
-                 "decoder_input_tokens", "token_probs", "alternatives", "checkpoint", "ms"}
+                 "decoder_input_tokens", "token_probs", "alternatives", "checkpoint", "ms",
+                 "batch"}
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def test_translate_answers_what_analyze_does(live_server, default_model):
     assert set(answer) == RESULT_FIELDS
     assert answer["checkpoint"] == live_server.httpd.service.default.name
     assert isinstance(answer["ms"], float) and answer["ms"] >= 0
+    assert answer["batch"] == 1  # nothing else was asked meanwhile
     model, vocab = default_model
     expected = analyze(model, vocab, TEXT, live_server.httpd.service.settings.train.decoding)
     assert answer["translation"] == expected["translation"]

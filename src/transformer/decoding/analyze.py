@@ -4,6 +4,8 @@
 forward pass of them (decoder input <bos> + hypothesis, targets hypothesis + <eos>) for
 what the search does not keep: the probability of every output token, the tokens the
 model weighed against it at each position and, on request, every attention map.
+`analyze_sources` does the same for many sources in batched calls (the server's batches);
+its answers are those of `analyze` one source at a time, up to float rounding.
 
     text (str) -> src (1, S): the source ids + <eos>, S <= max_len
                -> hypotheses, each n tokens; the best one gives T = n + 1 target positions
@@ -32,18 +34,20 @@ from .eval_mode import eval_mode
 from .translate import DecodingOptions, translate
 
 ATTENTION_DECIMALS = 3
+TEACHER_FORCED_ROWS = 32  # hypotheses per teacher-forced pass: its log-probabilities are
+# rows x T x vocabulary floats (32 x 30 x 8,000 x 4 bytes = 31 MB)
 
 
-def encode_source(model, vocab, text: str) -> list[int]:
-    """The source ids of `text` without <eos>; UserError if empty or past the model's limit."""
+def encode_source(vocab, text: str, max_len: int) -> list[int]:
+    """The source ids of `text` without <eos>; UserError if empty or past the limit `max_len`."""
     if not text.strip():
         raise UserError("text is empty")
-    sources = encode_sources(vocab, [text], model.cfg.max_len)
+    sources = encode_sources(vocab, [text], max_len)
     if not sources.ids[0]:
         raise UserError("text is empty once the symbols the vocabulary lacks are left out")
     if sources.cut:
         raise UserError(f"text is {sources.cut[0]} tokens, longer than the model's limit of "
-                        f"{sources.limit} tokens (max_len={model.cfg.max_len})")
+                        f"{sources.limit} tokens (max_len={max_len})")
     return sources.ids[0]
 
 
@@ -78,18 +82,57 @@ def analyze(model, vocab, text: str, options: DecodingOptions, beam: int | None 
                               rows sum to 1 (before rounding to 3 decimals)
     UserError for an empty text or one longer than the model's max_len - 1 tokens.
     """
+    src_ids = encode_source(vocab, text, model.cfg.max_len)
+    return analyze_sources(model, vocab, [src_ids], options, beam, n_best, attention,
+                           alternatives, target)[0]
+
+
+@torch.no_grad()
+def analyze_sources(model, vocab, sources: list[list[int]], options: DecodingOptions,
+                    beam: int | None = None, n_best: int = 1, attention: bool = False,
+                    alternatives: int = 5, target=None) -> list[dict]:
+    """`analyze` for many sources at once (ids from `encode_source`), one answer each: beam
+    search over all of them in length-sorted batches, then the teacher-forced passes
+    `TEACHER_FORCED_ROWS` hypotheses at a time. Attention maps for one source only."""
     if isinstance(alternatives, bool) or not isinstance(alternatives, int) or alternatives < 0:
         raise ValueError(f"alternatives={alternatives!r} must be an integer >= 0")
-    src_ids = encode_source(model, vocab, text)
-    found = translate(model, vocab, [src_ids], options, n_best=n_best, beam_size=beam)[0]
-    log_probs, maps = _teacher_forced(model, src_ids, [tokens for tokens, _ in found], vocab,
-                                      attention)
-    out = target or vocab  # the vocabulary of the output
+    if attention and len(sources) != 1:
+        raise ValueError("attention maps are recorded for one source at a time")
+    found = translate(model, vocab, sources, options, n_best=n_best, beam_size=beam)
+    answers = []
+    for chunk in _chunks(found, TEACHER_FORCED_ROWS):
+        pairs = [(sources[i], tokens) for i in chunk for tokens, _ in found[i]]
+        log_probs, maps = _teacher_forced(model, pairs, vocab, attention)
+        row = 0
+        for i in chunk:
+            answers.append(_answer(vocab, target or vocab, sources[i], found[i],
+                                   log_probs[row: row + len(found[i])], alternatives))
+            row += len(found[i])
+    if attention:
+        answers[0]["attention"] = _attention_lists(maps, len(answers[0]["target_tokens"]))
+    return answers
+
+
+def _chunks(found, rows: int) -> list[list[int]]:
+    """The sources' indices in order, cut where their hypotheses would pass `rows`."""
+    chunks, size = [[]], 0
+    for i, hypotheses in enumerate(found):
+        if chunks[-1] and size + len(hypotheses) > rows:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += len(hypotheses)
+    return chunks
+
+
+def _answer(vocab, out, src_ids: list[int], found, log_probs: torch.Tensor,
+            alternatives: int) -> dict:
+    """One source's answer (see `analyze`); `log_probs` (n_best, T_max, V) are its rows of
+    the teacher-forced pass, the best hypothesis first; `out` is the output's vocabulary."""
     best = found[0][0]
     T = len(best) + 1
     target_ids = best + [out.eos_id]
-
-    answer = {
+    return {
         "translation": out.decode(best),
         "hypotheses": [_hypothesis(out, tokens, score, log_probs[i])
                        for i, (tokens, score) in enumerate(found)],
@@ -100,21 +143,18 @@ def analyze(model, vocab, text: str, options: DecodingOptions, beam: int | None 
         "alternatives": _alternatives(out, log_probs[0, :T], alternatives),
         "checkpoint": None,
     }
-    if attention:
-        answer["attention"] = _attention_lists(maps, T)
-    return answer
 
 
-def _teacher_forced(model, src_ids: list[int], hypotheses: list[list[int]], vocab,
+def _teacher_forced(model, pairs: list[tuple[list[int], list[int]]], vocab,
                     attention: bool) -> tuple[torch.Tensor, dict | None]:
-    """One forward pass of every hypothesis (the best first) against the source.
+    """One forward pass of every (source, hypothesis) pair.
 
     Returns the log-probabilities (N, T_max, V), float32, and with `attention` the maps of
-    the best hypothesis (batch element 0) as `collect_attention` gives them, else None.
+    the first pair (batch element 0) as `collect_attention` gives them, else None.
     """
     device = next(model.parameters()).device
-    src, tgt_in, _ = (t.to(device) for t in collate([(src_ids, h) for h in hypotheses],
-                                                    vocab.pad_id, vocab.bos_id, vocab.eos_id))
+    src, tgt_in, _ = (t.to(device) for t in collate(pairs, vocab.pad_id, vocab.bos_id,
+                                                    vocab.eos_id))
     with eval_mode(model):  # no dropout: the probabilities the search saw
         if attention:
             with recording_attention(model):

@@ -8,7 +8,9 @@ with {"error": "one line"} (never a traceback), and an unexpected exception a 50
 {"error": "internal error"} with its traceback on stderr, the server running on. Before
 anything else a request must name this server in its Host (DNS rebinding) and come from
 no other Origin; a body must be declared JSON, with a Content-Length of ASCII digits, and
-arrive whole within the server's read deadline.
+arrive whole within the server's read deadline. A translation that cannot wait its turn
+(the queue is full, or its deadline passes) is a 503 with Retry-After; one whose client
+hangs up while it waits is dropped, unanswered.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import mimetypes
 import re
+import select
 import socket
 import sys
 import threading
@@ -26,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import UserError, one_line
-from .service import ServiceClosed
+from .batcher import Busy
 
 EXPLORER_DIR = Path(__file__).resolve().parent / "explorer"
 MAX_BODY = 64 * 1024  # bytes of JSON: thousands of words, far more than a model can read
@@ -53,13 +56,14 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         # The whole request must arrive within the deadline: past it the socket's reading
         # side is shut, so a read waiting for a slow sender returns, and the thread is free.
-        timer = threading.Timer(self.server.read_deadline, self._stop_reading)
-        timer.daemon = True
-        timer.start()
+        # Once the body is in (_read_json) the timer stops: the translation may take longer.
+        self.read_timer = threading.Timer(self.server.read_deadline, self._stop_reading)
+        self.read_timer.daemon = True
+        self.read_timer.start()
         try:
             super().handle_one_request()
         finally:
-            timer.cancel()
+            self.read_timer.cancel()
 
     def _stop_reading(self) -> None:
         self.close_connection = True
@@ -97,8 +101,11 @@ class Handler(BaseHTTPRequestHandler):
             status, message, headers = error.status, error.message, error.headers
         except UserError as error:
             status, message, headers = HTTPStatus.BAD_REQUEST, str(error), {}
-        except ServiceClosed as error:
-            status, message, headers = HTTPStatus.SERVICE_UNAVAILABLE, str(error), {}
+        except Busy as error:
+            status, message, headers = HTTPStatus.SERVICE_UNAVAILABLE, str(error), {"Retry-After": "1"}
+        except ConnectionError:  # the client hung up while its translation waited: no answer
+            self.close_connection = True
+            return
         except Exception:  # a bug: logged in full, answered in one line, the server runs on
             sys.stderr.write(f"error: {method} {path}\n{traceback.format_exc()}")
             status, message, headers = HTTPStatus.INTERNAL_SERVER_ERROR, "internal error", {}
@@ -111,7 +118,8 @@ class Handler(BaseHTTPRequestHandler):
         """(the action for `path`, the methods it allows); HttpError 404 if there is none."""
         service = self.server.service
         routes = {
-            "/api/translate": (lambda: _json(service.translate(self._read_json())), {"POST"}),
+            "/api/translate": (lambda: _json(service.translate(self._read_json(),
+                                                               self._client_gone)), {"POST"}),
             "/api/info": (lambda: _json(service.info()), {"GET"}),
             "/healthz": (lambda: _json({"status": "ok"}), {"GET"}),
             "/": (lambda: _explorer_file("index.html"), {"GET"}),
@@ -171,12 +179,22 @@ class Handler(BaseHTTPRequestHandler):
         if len(data) < size:  # the client sent less than it announced, then hung up
             self.close_connection = True
             raise HttpError(HTTPStatus.BAD_REQUEST, "incomplete request body")
+        self.read_timer.cancel()
         try:
             return json.loads(data)
         except ValueError as error:  # JSONDecodeError and UnicodeDecodeError alike
             raise HttpError(HTTPStatus.BAD_REQUEST, f"malformed JSON: {one_line(error)}") from None
         except RecursionError:
             raise HttpError(HTTPStatus.BAD_REQUEST, "JSON nested too deeply") from None
+
+    def _client_gone(self) -> bool:
+        """True once the client has closed the connection: what is left to read is its end.
+        (Bytes waiting there, a next request on a kept-alive connection, mean it is still on.)"""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):  # reset, or closed on our side
+            return True
 
     def _read_body(self, size: int) -> bytes:
         try:

@@ -17,9 +17,9 @@ dependency.
 
 This file is the server: its connections (at most MAX_CONNECTIONS at once; one more is
 answered 503 at once), its start and its stop (Ctrl-C or SIGTERM, after the translation in
-progress). One request is handler.py's; request bodies and the models are service.py's.
-The model is used by one request at a time (a lock): recording attention sets flags on
-shared modules, and torch modules are not meant to be shared across threads.
+progress). One request is handler.py's; request bodies and the models are service.py's;
+the one thread that runs the models, decoding many requests' texts in batched calls, is
+batcher.py's.
 """
 
 from __future__ import annotations

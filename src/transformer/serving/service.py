@@ -5,8 +5,9 @@
     translate(body: dict) -> dict   body {"text": str} or {"texts": [str]}, optional
                                     "beam", "n_best", "attention", "checkpoint";
                                     answer: analyze.py's dict + "checkpoint" (the folder
-                                    name used) + "ms" (the model's time for this text,
-                                    waiting for the lock not counted), or
+                                    name used) + "ms" (the time of the batched call that
+                                    decoded this text, its wait not counted) + "batch"
+                                    (how many texts that call decoded), or
                                     {"results": [one such dict per text]}
     info() -> dict                  the model, its checkpoints, languages, validation BLEU
 
@@ -19,8 +20,14 @@ explorer sliding through training steps does not reload at every move. A folder 
 since it was loaded ("best" during training) is loaded again.
 
 Every mistake in a request is a UserError with one line saying what to send instead
-(server.py answers it with 400). The models are used under one lock: one analysis at a
-time, since recording attention sets flags on modules that every thread shares.
+(handler.py answers it with 400), found in the request's own thread. The texts then go to
+the model worker (batcher.py), the one thread that touches models: it decodes the texts of
+many requests that ask the same (checkpoint, beam, n_best) in one batched call, which is
+where a server under load gets its throughput. Recording attention sets flags on modules,
+so a text with "attention" is decoded alone. An answer does not depend on the company its
+text had: beam search searches each sentence on its own rows; only float rounding in
+differently padded batches can differ, which moves a score in its last digits and could
+swap two hypotheses whose scores tie to those digits.
 """
 
 from __future__ import annotations
@@ -29,25 +36,24 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from ..checkpoint.catalogue import all_checkpoints, checkpoint_steps, pick_checkpoint
 from ..checkpoint.format import WEIGHTS_FILE, weights_file
 from ..data.symbols import SymbolVocabulary
-from ..decoding.analyze import analyze, encode_source
+from ..decoding.analyze import analyze_sources, encode_source
 from ..decoding.translate import DEFAULT_BEAM
 from ..errors import UserError
 from ..run.rundir import bleu_history, load_run
+from .batcher import Batcher, Job
 
 REQUEST_FIELDS = ("text", "texts", "beam", "n_best", "attention", "checkpoint")
 MAX_BEAM = 16  # every beam costs a decoder row per step: a bound on one request's work
 MAX_TEXTS = 64  # sentences in one batch request, for the same reason
 MAX_BEAM_ROWS = 256  # texts x beam: the decoder rows one request may keep busy
 MAX_LOADED = 4  # checkpoints kept in memory at once
-
-
-class ServiceClosed(Exception):
-    """A request that came after `close`: the server is shutting down."""
+REQUEST_DEADLINE = 120  # seconds a request may wait for its translation, its turn included
 
 
 @dataclasses.dataclass
@@ -126,43 +132,55 @@ class TranslationService:
         self.symbols = self.source.num_symbols if isinstance(self.source, SymbolVocabulary) else None
         self.parameters = run.model.num_parameters()
         self.max_len = run.model.cfg.max_len
-        self.lock = threading.Lock()
-        self.closed = False
-        self.loaded: OrderedDict[tuple[str, int], object] = OrderedDict()
+        self.lock = threading.Lock()  # the catalogue: which folder a name means now
+        self.loaded: OrderedDict[tuple[str, int], object] = OrderedDict()  # the worker's alone
         self.loaded[self._key(self.default.name, self.default)] = run.model
+        self.batcher = Batcher(self._decode)
 
-    def translate(self, body) -> dict:
+    def translate(self, body, gone: Callable[[], bool] = lambda: False) -> dict:
+        """The answer to one request's body. Its texts are checked here, then decoded by the
+        model worker together with other requests' (batcher.py); `gone()` says whether the
+        client is still waiting. Busy when the queue is full or the deadline passes."""
         request = parse_request(body)
-        answers = []
         with self.lock:
-            if self.closed:
-                raise ServiceClosed("the server is shutting down")
-            name, model = self._model(request.checkpoint)
-            for i, text in enumerate(request.texts):  # every text checked before any work
-                try:
-                    encode_source(model, self.source, text)
-                except UserError as error:
-                    raise UserError(f"texts[{i}]: {error}" if request.batch else str(error)) from None
-            for text in request.texts:
-                start = time.perf_counter()
-                answer = analyze(model, self.source, text, self.settings.train.decoding,
-                                 target=self.target,
-                                 beam=request.beam, n_best=request.n_best,
-                                 attention=request.attention)
-                answer["checkpoint"] = name
-                answer["ms"] = round((time.perf_counter() - start) * 1000, 1)
-                answers.append(answer)
+            name, path = self._checkpoint(request.checkpoint)
+            weights = self._key(name, path)
+        sources = []
+        for i, text in enumerate(request.texts):  # every text checked before any work
+            try:
+                sources.append(encode_source(self.source, text, self.max_len))
+            except UserError as error:
+                raise UserError(f"texts[{i}]: {error}" if request.batch else str(error)) from None
+        # Texts decode together when they ask the same of the same weights; attention maps
+        # are recorded for one text at a time, so such a text gets a key of its own.
+        key = (*weights, path, request.beam, request.n_best, request.attention and object())
+        jobs = [Job(key, source, rows=request.beam) for source in sources]
+        self.batcher.submit(jobs)
+        answers = self.batcher.wait(jobs, time.monotonic() + REQUEST_DEADLINE, gone)
+        for answer in answers:
+            answer["checkpoint"] = name
         return {"results": answers} if request.batch else answers[0]
 
+    def _decode(self, key, jobs: list[Job]) -> list[dict]:
+        """One group of texts in one batched call (in the model worker's thread)."""
+        name, _, path, beam, n_best, attention = key
+        model = self._model(name, path)
+        start = time.perf_counter()
+        answers = analyze_sources(model, self.source, [job.source for job in jobs],
+                                  self.settings.train.decoding, beam=beam, n_best=n_best,
+                                  attention=bool(attention), target=self.target)
+        ms = round((time.perf_counter() - start) * 1000, 1)
+        for answer in answers:
+            answer["ms"], answer["batch"] = ms, len(jobs)
+        return answers
+
     def close(self, timeout: float) -> None:
-        """Wait up to `timeout` seconds for the analysis in progress; refuse any later one.
+        """Wait up to `timeout` seconds for the translation in progress; refuse any later one.
 
         The server's threads are daemons, left running at exit: one still inside torch
         then would abort the interpreter ("terminate called without an active exception").
         """
-        if self.lock.acquire(timeout=timeout):
-            self.closed = True
-            self.lock.release()
+        self.batcher.close(timeout)
 
     def info(self) -> dict:
         train = self.settings.train
@@ -193,8 +211,8 @@ class TranslationService:
         found.setdefault(self.default.name, self.default)  # --checkpoint from elsewhere
         return found
 
-    def _model(self, name: str | None) -> tuple[str, object]:
-        """(name, model) of a checkpoint of the run, the default when None; under the lock."""
+    def _checkpoint(self, name: str | None) -> tuple[str, Path]:
+        """(name, folder) of a checkpoint of the run, the default when None; under the lock."""
         folders = self.checkpoints()
         if name is None and not (self.default / WEIGHTS_FILE).is_file():
             # The default is gone (keep_last at work in a run still training): the
@@ -205,13 +223,17 @@ class TranslationService:
         path = self.default if name == self.default.name else folders.get(name)
         if path is None:
             raise UserError(f"unknown checkpoint {name!r}; this run has: {', '.join(folders)}")
+        return name, path
+
+    def _model(self, name: str, path: Path):
+        """The model of a checkpoint folder, loaded on first use (the model worker's alone)."""
         key = self._key(name, path)
         if key not in self.loaded:
             self.loaded[key] = load_run(self.run_dir, path, self.device).model
             while len(self.loaded) > MAX_LOADED:
                 self.loaded.popitem(last=False)
         self.loaded.move_to_end(key)
-        return name, self.loaded[key]
+        return self.loaded[key]
 
     @staticmethod
     def _key(name: str, path: Path) -> tuple[str, int]:

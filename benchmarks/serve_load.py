@@ -6,17 +6,17 @@ threads send `--requests` POST /api/translate requests in all, each a sentence f
 new requests after `--max-seconds`; one in flight then has up to `--timeout` seconds more.
 One warm-up request goes first and is not counted.
 
-The server answers one translation at a time (a lock around the model), so more clients
-raise latency, not throughput: the figures say how long a person waits behind others.
-Latency is measured by the client: connect, send, translate, read the whole answer.
+The server's model worker decodes the texts that wait together in one batched call, so
+more clients raise throughput until the cores are full, and latency after that: the
+figures say both. Latency is measured by the client: connect, send, translate, read the
+whole answer.
 
 Prints requests/s, p50 and p99 latency in ms (of the successful requests) and the errors
 (count, by kind, with the first message of each), then one line `RESULT {...}` with the
 same figures as JSON. A sentence the run cannot take (too long for its max_len, say) is
 an error like any other: its 400 is counted.
 
-`--threads` sets torch's intra-op threads. On a small model and a busy CPU one thread is
-often fastest: the server runs one translation at a time, and extra threads mostly wait.
+`--threads` sets torch's intra-op threads (the model worker's).
 
     .venv/bin/python benchmarks/serve_load.py runs/multi30k
     .venv/bin/python benchmarks/serve_load.py RUN_DIR --clients 8 --requests 500 --attention

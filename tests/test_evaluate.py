@@ -111,3 +111,15 @@ def test_lowercased_tokenized_bleu_ignores_case_and_keeps_compounds_whole():
     lowered = tokenized_bleu(hypothesis, reference, "de", split_compounds=False, lowercase=True)
     assert lowered == pytest.approx(100.0)
     assert tokenized_bleu(hypothesis, reference, "de", split_compounds=False) < 80
+
+
+def test_evaluate_takes_a_length_penalty(corpus, capsys):
+    run_dir = corpus / "with-valid"  # trained by the test above (files run in order)
+    if not run_dir.exists():
+        train_translation_run(run_dir, corpus / "train.en", corpus / "train.de",
+                              "--valid-src", corpus / "valid.en", "--valid-tgt", corpus / "valid.de")
+    capsys.readouterr()
+    code, out, err = run_main(capsys, ["evaluate", run_dir, "--beam", "2", "--length-penalty", "1"])
+    assert code == 0 and "beam 2, length penalty 1," in out, err
+    code, out, err = run_main(capsys, ["evaluate", run_dir, "--length-penalty", "-0.5"])
+    assert_user_error(code, err, "--length-penalty", "at least 0")

@@ -5,7 +5,7 @@
     transformer translate RUN_DIR [--beam 4 | --sample] [--n-best K] [--scores]
                           [SENTENCE ... | --input FILE | stdin, line by line]
     transformer score RUN_DIR --src FILE --tgt FILE [--tokens]
-    transformer evaluate RUN_DIR [--split test_2016_flickr] [--beam 4]
+    transformer evaluate RUN_DIR [--split test_2016_flickr] [--beam 4] [--length-penalty A]
     transformer average RUN_DIR --last 5
     transformer plot RUN_DIR [--attention "a sentence"]
     transformer serve RUN_DIR [--port 8000]
@@ -62,15 +62,23 @@ def at_least(minimum: int):
     return parse
 
 
-def positive_number(text: str) -> float:
-    """An argparse type: a finite number > 0, else a one-line usage error naming the value."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
-    return value
+def finite_number(minimum: float, inclusive: bool):
+    """An argparse type: a finite number above `minimum` (or equal to it, `inclusive`),
+    else a one-line usage error naming the value."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (math.isfinite(value) and (value >= minimum if inclusive else value > minimum)):
+            raise argparse.ArgumentTypeError(f"must be a number {'at least' if inclusive else 'above'} "
+                                             f"{minimum:g}, got {text}")
+        return value
+    parse.__name__ = f"number {'>=' if inclusive else '>'} {minimum:g}"
+    return parse
+
+
+positive_number = finite_number(0, inclusive=False)
 
 
 def command(module: str, function: str):
@@ -180,6 +188,8 @@ def add_score_and_evaluate(sub) -> None:
     p.add_argument("--split", help=f"Multi30k split (default {MULTI30K_TEST}; a run "
                                    "trained on its own files: its validation files)")
     p.add_argument("--beam", type=at_least(1), default=DEFAULT_BEAM)
+    p.add_argument("--length-penalty", type=finite_number(0, inclusive=True),
+                   help="GNMT's alpha (default: the run's length_penalty)")
     p.add_argument("--checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--data-dir")
     p.add_argument("--device", default="cpu")

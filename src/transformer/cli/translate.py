@@ -16,6 +16,7 @@ penalty of (tokens + 1). `transformer translate --help` and `score --help` say i
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sys
 from pathlib import Path
@@ -257,14 +258,16 @@ def evaluate(args) -> int:
                                     args.data_dir or train.data_dir or None), split
     sources = encode_sources(run.source, [s for s, _ in pairs], run.model.cfg.max_len)
     sources.refuse_long(Where(args.src) if args.src else Where())
-    found = beam_translate(run.model, run.source, sources.ids, train.decoding, beam_size=args.beam)
+    options = train.decoding if args.length_penalty is None else \
+        dataclasses.replace(train.decoding, length_penalty=args.length_penalty)
+    found = beam_translate(run.model, run.source, sources.ids, options, beam_size=args.beam)
     hypotheses = best_texts(run.target, found)
     scores = all_scores(hypotheses, [t for _, t in pairs], train.tgt_lang)
     if args.output:
         Path(args.output).write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
     (_, bleu, signature), *others = scores
     print(f"BLEU = {bleu:.2f}  ({name}, {train.src_lang}->{train.tgt_lang}, "
-          f"beam {args.beam}, {len(pairs)} sentences)")
+          f"beam {args.beam}, length penalty {options.length_penalty:g}, {len(pairs)} sentences)")
     print(signature)
     for label, score, how in others:
         print(f"{label} = {score:.2f}  ({how})")

@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-60}
 RUN=${RUN:-runs/multi30k-benchmark}
-LAST=${LAST:-5}
+LAST=${LAST:-10}
 PROCS=${PROCS:-2}
 BIN=.venv/bin
 recipe() {  # the multi30k recipe's value of training key $1 (the default if it sets none)

@@ -34,13 +34,18 @@ from sacremoses import MosesTokenizer
 from ..errors import UserError
 
 
-def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
-    """Corpus-level BLEU of `hypotheses` against one reference each, and its signature."""
+def check_pairs(hypotheses: list[str], references: list[str]) -> None:
+    """UserError unless there is one reference per hypothesis, and at least one of each."""
     if len(hypotheses) != len(references):
         raise UserError(f"BLEU needs one reference per hypothesis, but got "
                         f"{len(hypotheses)} hypotheses and {len(references)} references")
     if not hypotheses:
         raise UserError("BLEU needs at least one sentence, but got none")
+
+
+def corpus_bleu(hypotheses: list[str], references: list[str]) -> tuple[float, str]:
+    """Corpus-level BLEU of `hypotheses` against one reference each, and its signature."""
+    check_pairs(hypotheses, references)
     bleu = BLEU()
     result = bleu.corpus_score(hypotheses, [references])  # one reference stream
     return result.score, str(bleu.get_signature())
@@ -63,15 +68,16 @@ def tokenized_bleu(hypotheses: list[str], references: list[str], lang: str,
         # first hyphen only (its match ate the "b"), a quirk its numbers carry.
         return COMPOUND.sub(r"\1 ##AT##-##AT## \2", tokens) if split_compounds else tokens
 
+    check_pairs(hypotheses, references)
     hyps = [paper_tokens(h) for h in hypotheses]
     refs = [paper_tokens(r) for r in references]
-    corpus_bleu(hyps, refs)  # the same checks: one reference each, at least one sentence
+    # force: sacreBLEU warns of tokenized input, which here is the point
     return BLEU(tokenize="none", force=True).corpus_score(hyps, [refs]).score
 
 
 def chrf(hypotheses: list[str], references: list[str], word_order: int = 0) -> tuple[float, str]:
     """chrF (word_order=0) or chrF++ (word_order=2) from sacreBLEU, and its signature."""
-    corpus_bleu(hypotheses, references)  # the same checks
+    check_pairs(hypotheses, references)
     metric = CHRF(word_order=word_order)
     return metric.corpus_score(hypotheses, [references]).score, str(metric.get_signature())
 

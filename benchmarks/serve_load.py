@@ -11,7 +11,8 @@ more clients raise throughput until the cores are full, and latency after that: 
 figures say both. Latency is measured by the client: connect, send, translate, read the
 whole answer.
 
-Prints requests/s, p50 and p99 latency in ms (of the successful requests) and the errors
+Prints requests/s, p50 and p99 latency in ms (of the successful requests), how many texts
+the server decoded together on average (its answers' "batch"), and the errors
 (count, by kind, with the first message of each), then one line `RESULT {...}` with the
 same figures as JSON. A sentence the run cannot take (too long for its max_len, say) is
 an error like any other: its 400 is counted.
@@ -81,14 +82,15 @@ def client(url: str, bodies: list[bytes], deadline: float, timeout: float, take,
         request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
         start = time.perf_counter()
         error = None
+        batch = None
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read()
+                batch = json.loads(response.read()).get("batch")  # texts decoded together
         except urllib.error.HTTPError as failure:
             error = (f"HTTP {failure.code}", _error_message(failure))
         except (OSError, ValueError) as failure:  # refused, reset, timed out
             error = (type(failure).__name__, str(failure))
-        record((time.perf_counter() - start) * 1000, error)
+        record((time.perf_counter() - start) * 1000, error, batch)
 
 
 def _error_message(failure: urllib.error.HTTPError) -> str:
@@ -105,6 +107,7 @@ def run(url: str, bodies: list[bytes], clients: int, requests: int, max_seconds:
     lock = threading.Lock()
     issued = [0]
     latencies: list[float] = []
+    batches: list[int] = []  # per answer, how many texts its batched call decoded
     errors: dict[str, int] = {}
     examples: dict[str, str] = {}  # the first message of each kind of error
 
@@ -115,10 +118,12 @@ def run(url: str, bodies: list[bytes], clients: int, requests: int, max_seconds:
             issued[0] += 1
             return issued[0] - 1
 
-    def record(ms: float, error: tuple[str, str] | None) -> None:
+    def record(ms: float, error: tuple[str, str] | None, batch: int | None) -> None:
         with lock:
             if error is None:
                 latencies.append(ms)
+                if batch is not None:
+                    batches.append(batch)
             else:
                 errors[error[0]] = errors.get(error[0], 0) + 1
                 examples.setdefault(*error)
@@ -137,6 +142,7 @@ def run(url: str, bodies: list[bytes], clients: int, requests: int, max_seconds:
     return {"clients": clients, "requests": done, "ok": len(latencies), "seconds": round(elapsed, 3),
             "requests_per_s": round(len(latencies) / elapsed, 2) if elapsed > 0 else None,
             "p50_ms": _rounded(percentile(latencies, 50)), "p99_ms": _rounded(percentile(latencies, 99)),
+            "mean_batch": round(sum(batches) / len(batches), 2) if batches else None,
             "errors": sum(errors.values()), "errors_by_kind": errors, "error_examples": examples,
             "stopped_by_time": done < requests}
 
@@ -210,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(beam {args.beam}, attention {'on' if args.attention else 'off'})")
     print(f"  throughput   {result['requests_per_s']} requests/s")
     print(f"  latency      p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
+    if result["mean_batch"] is not None:
+        print(f"  batches      {result['mean_batch']} texts per batched call, on average per answer")
     print(f"  errors       {result['errors']}")
     for kind, count in result["errors_by_kind"].items():
         print(f"    {count} x {kind}, first: {result['error_examples'][kind]}")

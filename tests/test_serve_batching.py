@@ -246,3 +246,34 @@ def test_a_client_that_hangs_up_while_waiting_costs_no_decoding(live_server):
     wait_for(job.done.is_set, "the worker to drop the job")
     assert len(decode.calls) == 1  # the held request's call only: the other was skipped
     assert live_server.translate({"text": TEXTS[2]})["translation"]
+
+
+def test_a_batch_waits_for_the_clients_it_just_answered():
+    decode = GatedDecode()
+    batcher = Batcher(decode, gather_s=TIMEOUT, max_rows=64)
+    try:
+        hold_worker(batcher, decode)
+        queued = [Job("a", i, rows=1) for i in range(3)]
+        batcher.submit(queued)
+        decode.gate.set()  # answered: its client and the three waiting are expected next
+        time.sleep(0.2)
+        back = Job("a", "back", rows=1)  # the answered client, asking again
+        batcher.submit([back])
+        batcher.wait([*queued, back], later())
+        assert decode.calls[1] == [("a", 0), ("a", 1), ("a", 2), ("a", "back")]
+    finally:
+        decode.gate.set()
+        batcher.close(TIMEOUT)
+
+
+def test_a_lone_client_is_never_kept_waiting():
+    batcher = Batcher(lambda key, jobs: [job.source for job in jobs], gather_s=TIMEOUT)
+    try:
+        for i in range(3):  # each batch answers one text, so the next expects one
+            started = time.monotonic()
+            job = Job("a", i, rows=4)
+            batcher.submit([job])
+            assert batcher.wait([job], later()) == [i]
+            assert time.monotonic() - started < TIMEOUT / 3
+    finally:
+        batcher.close(TIMEOUT)

@@ -6,11 +6,17 @@ Beam search over 8 sentences at once costs far less than 8 searches one after th
 what many clients ask and decodes it together:
 
     handler threads                      the worker (one thread, the only one touching models)
-    submit(jobs) -> queue (bounded)  ->  take the oldest job, gather what else has arrived
-    wait(jobs, deadline, gone)           within GATHER_S (up to MAX_ROWS beam rows), drop
-                                         the jobs of clients that have gone, group the rest
-                                         by `key` (checkpoint, beam, n_best), and call
+    submit(jobs) -> queue (bounded)  ->  take the oldest job and all that wait behind it
+    wait(jobs, deadline, gone)           (up to MAX_ROWS beam rows), wait up to GATHER_S for
+                                         the clients it expects back, drop the jobs of
+                                         clients that have gone, group the rest by `key`
+                                         (checkpoint, beam, n_best), and call
                                          `decode(key, jobs)` once per group
+
+Whom it expects: the clients of the batch it just answered (a client that got its answer
+tends to ask again at once) and those that were waiting meanwhile. Under load that turns
+batches of half the clients, alternating, into batches of all of them; a lone client is
+never kept waiting, since it is all the worker expects.
 
 A job is one text of a request. A full queue refuses the whole request at once (Busy,
 which the server answers 503 with Retry-After): waiting without bound is what lets a
@@ -28,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 
-GATHER_S = 0.002  # how long the worker waits for company after the first job of a batch
+GATHER_S = 0.01  # the longest the worker waits for the clients it expects back
 MAX_ROWS = 256  # beam rows gathered into one batch (texts x beam)
 MAX_QUEUED = 512  # texts waiting at once; one more request is refused (503)
 POLL_S = 0.05  # how often a waiting handler asks whether its client is still there
@@ -60,6 +66,7 @@ class Batcher:
         self.queue: queue.Queue[Job | None] = queue.Queue(max_queued)
         self.lock = threading.Lock()  # submit puts a request's jobs in together, or none
         self.closed = False
+        self.expected = 1  # texts the next batch waits for (up to gather_s): see above
         self.thread = threading.Thread(target=self._work, name="model-worker", daemon=True)
         self.thread.start()
 
@@ -121,10 +128,12 @@ class Batcher:
                     groups.setdefault(job.key, []).append(job)
             for key, jobs in groups.items():
                 self._decode(key, jobs)
+            self.expected = len(batch) + self.queue.qsize()
 
     def _gather(self) -> list[Job] | None:
-        """The next batch: the oldest job, and whatever arrives within `gather_s` while the
-        batch has room; None once the batcher is closed."""
+        """The next batch: the oldest job and those queued behind it, then what arrives
+        within `gather_s` until `expected` texts are in, while the batch has room; None
+        once the batcher is closed."""
         first = self.queue.get()
         if first is None:
             return None
@@ -132,7 +141,10 @@ class Batcher:
         until = time.monotonic() + self.gather_s
         while rows < self.max_rows:
             try:
-                job = self.queue.get(timeout=max(until - time.monotonic(), 0))
+                if len(batch) >= self.expected:
+                    job = self.queue.get_nowait()
+                else:
+                    job = self.queue.get(timeout=max(until - time.monotonic(), 0))
             except queue.Empty:
                 break
             if job is None:  # closing: decode what was gathered, then stop

@@ -26,7 +26,7 @@ from transformer.checkpoint.catalogue import all_checkpoints
 from transformer.data.parallel import MULTI30K_TEST, load_multi30k
 from transformer.data.sources import encode_sources
 from transformer.decoding.bleu import corpus_bleu
-from transformer.decoding.translate import best_texts, translate
+from transformer.decoding.translate import BATCH_SENTENCES, best_texts, translate
 from transformer.run.rundir import load_run
 from transformer.serving.export import export_ctranslate2
 
@@ -59,7 +59,8 @@ def main() -> None:
         if engines[name] is None:
             return best_texts(run.target, translate(run.model, run.source, ids, train.decoding,
                                                     beam_size=args.beam))
-        found = engines[name].translate_batch(tokens, beam_size=args.beam, max_batch_size=64,
+        found = engines[name].translate_batch(tokens, beam_size=args.beam,
+                                              max_batch_size=BATCH_SENTENCES,  # as ours
                                               length_penalty=train.length_penalty,
                                               suppress_sequences=[["<pad>"], ["<bos>"]])
         return [run.target.decode([run.target.inner.token_to_id(t) for t in r.hypotheses[0]])

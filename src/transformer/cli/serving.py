@@ -21,7 +21,6 @@ def explore(args) -> int:
     return 0
 
 
-
 def export(args) -> int:
     out = export_ctranslate2(args.run_dir, args.out, args.quantization, args.checkpoint,
                              args.overwrite)

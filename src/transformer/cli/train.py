@@ -31,8 +31,7 @@ def train(args) -> int:
     flags = {"steps": args.steps, "seed": args.seed, "device": args.device,
              "data_dir": args.data_dir, "data": args.data, "src": args.src, "tgt": args.tgt,
              "valid_src": args.valid_src, "valid_tgt": args.valid_tgt}
-    asked = asked_values(args.config, args.sets,
-                         args.task, flags)
+    asked = asked_values(args.config, args.sets, args.task, flags)
     if args.resume:
         settings = resumed_settings(read_settings(args.resume), asked)
     elif not args.task and not args.config:

@@ -52,7 +52,7 @@ class Job:
     source: object
     rows: int
     answer: object = None
-    error: BaseException | None = None
+    error: Exception | None = None
     cancelled: bool = False
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -86,10 +86,11 @@ class Batcher:
         or ConnectionError (gone) raised. A job's error is raised as it is."""
         for job in jobs:
             while not job.done.wait(POLL_S):
-                if gone() or time.monotonic() > deadline:
+                left = gone()
+                if left or time.monotonic() > deadline:
                     for other in jobs:
                         other.cancelled = True
-                    if gone():
+                    if left:
                         raise ConnectionError("the client has gone")
                     raise Busy("the server is too busy to translate this in time; try again")
             if job.error is not None:
@@ -157,7 +158,7 @@ class Batcher:
     def _decode(self, key: Hashable, jobs: list[Job]) -> None:
         try:
             answers = self.decode(key, jobs)
-        except BaseException as error:  # handed to every waiting handler, which answers it
+        except Exception as error:  # handed to every waiting handler, which answers it
             for job in jobs:
                 job.error = error
                 job.done.set()

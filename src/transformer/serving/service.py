@@ -153,7 +153,8 @@ class TranslationService:
                 raise UserError(f"texts[{i}]: {error}" if request.batch else str(error)) from None
         # Texts decode together when they ask the same of the same weights; attention maps
         # are recorded for one text at a time, so such a text gets a key of its own.
-        key = (*weights, path, request.beam, request.n_best, request.attention and object())
+        alone = object() if request.attention else None
+        key = (*weights, path, request.beam, request.n_best, alone)
         jobs = [Job(key, source, rows=request.beam) for source in sources]
         self.batcher.submit(jobs)
         answers = self.batcher.wait(jobs, time.monotonic() + REQUEST_DEADLINE, gone)
@@ -168,7 +169,7 @@ class TranslationService:
         start = time.perf_counter()
         answers = analyze_sources(model, self.source, [job.source for job in jobs],
                                   self.settings.train.decoding, beam=beam, n_best=n_best,
-                                  attention=bool(attention), target=self.target)
+                                  attention=attention is not None, target=self.target)
         ms = round((time.perf_counter() - start) * 1000, 1)
         for answer in answers:
             answer["ms"], answer["batch"] = ms, len(jobs)

@@ -67,8 +67,8 @@ class TrainConfig:
     max_len_a: float = 1.0
     max_len_b: int = 50
     target_exact_match: float = 0.0  # stop once exact match reaches it (synthetic); 0 = never
-    patience: int = 0  # stop after this many evaluations without a better early_stop_metric; 0 = never
-    early_stop_metric: str = "bleu"  # bleu | chrf | loss (translation); exact_match | loss (synthetic)
+    patience: int = 0  # stop after this many evaluations without a better metric; 0 = never
+    early_stop_metric: str = "bleu"  # bleu | chrf | loss; a synthetic task: exact_match | loss
     save_every: int = 1000
     keep_last: int = 5
     log_every: int = 10
@@ -84,11 +84,12 @@ class TrainConfig:
         if self.min_length > self.max_length:
             raise ValueError(f"min_length={self.min_length} must not exceed "
                              f"max_length={self.max_length}")
-        synthetic = self.task in SYNTHETIC_TASKS
-        if self.patience and self.early_stop_metric in (("bleu", "chrf") if synthetic else ("exact_match",)):
-            # Early stopping on a score the task never measures would never stop.
+        # Early stopping on a score the task never measures would never stop.
+        measured = ("exact_match", "loss") if self.task in SYNTHETIC_TASKS else \
+            ("bleu", "chrf", "loss")
+        if self.patience and self.early_stop_metric not in measured:
             raise ValueError(f"early_stop_metric={self.early_stop_metric!r}: a {self.task} run "
-                             f"measures {'exact_match and loss' if synthetic else 'bleu, chrf and loss'}")
+                             f"measures {', '.join(measured)}")
 
 
 def _at_least(minimum: int):

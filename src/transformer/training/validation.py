@@ -4,7 +4,7 @@ checkpoint; an early stop once a synthetic task is learned, or once the validati
 stops improving).
 
     evaluate(model, task, ...) -> {"kind": "eval", "step", "loss", "nll", "ppl",
-                                   "accuracy", and "bleu" or "exact_match"}
+                                   "accuracy", and "bleu" with "chrf", or "exact_match"}
 """
 
 from __future__ import annotations

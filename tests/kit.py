@@ -8,14 +8,19 @@ never a traceback. `run_main` runs `transformer ARGS` as the command would;
 
 Runs are real runs of the command line, kept as small as their claim allows: the tiny
 model (TINY_MODEL), a made-up English -> German corpus from a tiny grammar
-(write_corpus), a few steps.
+(write_corpus), a few steps. `torchrun` launches the command line as two processes, as a user would.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from transformer.cli.main import main
@@ -136,3 +141,30 @@ def write_metrics(run_dir, bleu=True, exact_match=False, truncated_tail=True):
     if truncated_tail:  # a run killed in the middle of writing a line
         text += '{"kind": "train", "step": 410, "lo'
     (run_dir / "metrics.jsonl").write_text(text)
+
+
+# --- torchrun ------------------------------------------------------------------------------
+
+WORLD = 2  # processes per launch
+
+
+def torchrun(*args: str, env: dict | None = None, check: bool = True,
+             timeout: float = 600) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 ARGS...` (standalone: a free port of its own).
+
+    `check`: the launch must succeed. Past `timeout` seconds the whole process group
+    (torchrun's agent and its workers) is killed and the test fails: a hang, not a wait."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={WORLD}", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"{' '.join(command)}: still running after {timeout} s\n{out}\n{err}")
+    result = subprocess.CompletedProcess(command, proc.returncode, out, err)
+    assert not check or result.returncode == 0, f"{' '.join(command)}\n{out}\n{err}"
+    return result

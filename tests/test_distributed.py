@@ -19,9 +19,6 @@ choice of GPU are also tested within this process.
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -37,7 +34,7 @@ from transformer.training.distributed import Distributed, resolve_device
 from transformer.training.resume import restore, rng_state
 from transformer.training.schedule import adam, make_scheduler
 
-from kit import metrics, train_losses
+from kit import WORLD, metrics, torchrun, train_losses
 from training_reference import (
     TINY_SETS,
     assert_same_training,
@@ -50,7 +47,6 @@ from training_reference import (
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this torch build has no torch.distributed")
 
-WORLD = 2
 slow = pytest.mark.skipif(os.environ.get("TRANSFORMER_SLOW_TESTS") != "1",
                           reason="a torchrun launch of its own (~15 s); set TRANSFORMER_SLOW_TESTS=1")
 
@@ -70,28 +66,6 @@ def spy(run_dir, step, *args, **kwargs):
 loop.save_checkpoint = spy
 sys.exit(main(sys.argv[1:]))
 """
-
-
-def torchrun(*args: str, env: dict | None = None, check: bool = True,
-             timeout: float = 600) -> subprocess.CompletedProcess:
-    """`torchrun --standalone --nproc-per-node 2 ARGS...` (standalone: a free port of its own).
-
-    `check`: the launch must succeed. Past `timeout` seconds the whole process group
-    (torchrun's agent and its workers) is killed and the test fails: a hang, not a wait."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc-per-node={WORLD}", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(command)}: still running after {timeout} s\n{out}\n{err}")
-    result = subprocess.CompletedProcess(command, proc.returncode, out, err)
-    assert not check or result.returncode == 0, f"{' '.join(command)}\n{out}\n{err}"
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ class TrainConfig:
     lr_factor: float = 1.0
     warmup: int = 4000
     schedule: str = "noam"  # noam | constant (the Noam peak from step 1: an ablation)
+    cooldown: float = 0.0  # the rate falls linearly to 0 over this last share of the budget
     label_smoothing: float = 0.1
     clip_norm: float = 0.0  # 0 = no gradient clipping
     accum_steps: int = 1  # micro-batches per optimizer update
@@ -129,6 +130,7 @@ TRAIN_CHECKS = {
     "threads": _at_least(0),
     "lr_factor": _number(lambda x: x > 0, "> 0"), "warmup": _at_least(1),
     "schedule": _one_of("noam", "constant"),
+    "cooldown": _number(lambda x: 0 <= x <= 1, "in [0, 1]"),
     "label_smoothing": _number(lambda x: 0 <= x < 1, "in [0, 1)"),
     "clip_norm": _NON_NEGATIVE, "accum_steps": _at_least(1),
     "batch_size": _at_least(1), "batch_tokens": _at_least(1),

@@ -39,11 +39,11 @@ from ..errors import UserError
 from ..model.config import TransformerConfig
 from ..model.transformer import Transformer
 from .config import TrainConfig
-from .distributed import Distributed, any_rank, join, main_first, resolve_device
+from .distributed import Distributed, any_rank, join, main_first, rank_max, resolve_device
 from .metrics import METRICS_FILE, Meter, MetricsLog
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .runtime import check_precision, use_bf16, wrap_for_training
-from .schedule import adam, make_scheduler
+from .schedule import BudgetScheduler, adam, make_scheduler
 from .tasks import Task
 from .update import UpdateResult, next_update, update
 from .validation import evaluate, format_eval, improves, out_of_patience, reached_target
@@ -91,10 +91,13 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                 report.update(step, result)
 
                 # Every rank must take the same branch below, or some would wait forever.
-                budget_s = 60 * train_cfg.max_minutes
-                out_of_time = budget_s > 0 and report.elapsed() > budget_s
+                elapsed, budget_s = report.elapsed(), 60 * train_cfg.max_minutes
+                out_of_time = budget_s > 0 and elapsed > budget_s
                 out_of_time, stopping = any_rank(ctx, [out_of_time, stop.requested])
                 final = step == train_cfg.steps or out_of_time
+                if train_cfg.cooldown > 0:  # the next update's rate (schedule.py)
+                    run.scheduler.spend(budget_spent(train_cfg, step, elapsed, run.done_at_start,
+                                                     ctx))
 
                 # Evaluation; the best score so far is kept as checkpoints/best.
                 if step % train_cfg.eval_every == 0 or final:
@@ -141,9 +144,10 @@ class Run:
     model: nn.Module
     train_model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: BudgetScheduler
     progress: Progress
     stream: object
+    done_at_start: float  # the share of the budget spent when this process began (a resume)
 
 
 def set_up(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, task: Task,
@@ -159,12 +163,26 @@ def set_up(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, 
     model = (model if model is not None else Transformer(model_cfg)).to(ctx.device)
     optimizer = adam(model.parameters())
     scheduler = make_scheduler(optimizer, train_cfg.schedule, model_cfg.d_model,
-                               train_cfg.warmup, train_cfg.lr_factor)
+                               train_cfg.warmup, train_cfg.lr_factor, train_cfg.cooldown)
     progress = restore(run_dir, model, optimizer, scheduler, ctx) if resume else Progress()
     train_model = wrap_for_training(model, train_cfg, ctx)
     stream = task.train_stream(progress.data, ctx.rank, ctx.world_size)
     model.train()
-    return Run(run_dir, ctx, model, train_model, optimizer, scheduler, progress, stream)
+    return Run(run_dir, ctx, model, train_model, optimizer, scheduler, progress, stream,
+               scheduler.done)
+
+
+def budget_spent(train_cfg: TrainConfig, step: int, elapsed_s: float, done_at_start: float,
+                 ctx: Distributed) -> float:
+    """The share of the training budget spent after update `step`: of `steps`, or of
+    `max_minutes` where that runs out first. max_minutes counts from a resume, so the time
+    it gives stretches over what the cooldown had left (`done_at_start`). Every rank takes
+    the largest share: ranks whose clocks differ by a hair must still take the same rate."""
+    done = step / train_cfg.steps
+    if train_cfg.max_minutes > 0:
+        by_time = elapsed_s / (60 * train_cfg.max_minutes)
+        done = max(done, done_at_start + (1 - done_at_start) * by_time)
+    return rank_max(ctx, min(done, 1.0))
 
 
 def save_state(run: Run, keep_last: int, name: str | None = None) -> None:

@@ -310,3 +310,29 @@ def test_the_attention_function_is_set_per_model():
     assert torch.equal(untouched, before)
     assert all(m.attention_fn is scaled_dot_product_attention
                for m in other.modules() if isinstance(m, MultiHeadAttention))
+
+
+@pytest.mark.parametrize("autocast,grad,math_alone", [(True, True, True), (True, False, False),
+                                                      (False, True, False)])
+def test_bf16_training_on_the_cpu_asks_for_the_math_kernel(autocast, grad, math_alone,
+                                                             monkeypatch):
+    # PyTorch's CPU flash kernel trains several times slower in bf16 at these sizes; where
+    # it is left to PyTorch, the flash kernel stays allowed.
+    mha = MultiHeadAttention(D, H, fused=True)
+    allowed = []
+    real_fused = F.scaled_dot_product_attention
+
+    def recording_fused(*args, **kwargs):
+        allowed.append((torch.backends.cuda.flash_sdp_enabled(),
+                        torch.backends.cuda.math_sdp_enabled()))
+        return real_fused(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", recording_fused)
+    x = torch.randn(B, T, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), \
+            torch.set_grad_enabled(grad):
+        out = mha(x, is_causal=True)
+    reference = mha(x, is_causal=True).detach()  # float32, PyTorch's choice
+    assert allowed[0] == ((False, True) if math_alone else (True, True))
+    assert torch.backends.cuda.flash_sdp_enabled()  # the choice does not outlive the call
+    torch.testing.assert_close(out.float().detach(), reference, rtol=0, atol=5e-2)

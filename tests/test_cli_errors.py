@@ -241,6 +241,7 @@ RANGE_CASES = {
     "label smoothing 1": (["--set", "label_smoothing=1"], ["label_smoothing"]),
     "precision fp16": (["--set", "precision=fp16"], ["precision", "fp16"]),
     "unknown schedule": (["--set", "schedule=cosine"], ["schedule", "cosine"]),
+    "cooldown past the budget": (["--set", "cooldown=1.5"], ["cooldown", "1.5"]),
     "device cuda:x": (["--set", "device=cuda:x"], ["device", "cuda:x"]),
     "warmup 0": (["--set", "warmup=0"], ["warmup"]),
     "batch_size 0": (["--set", "batch_size=0"], ["batch_size"]),

@@ -19,6 +19,12 @@ NaN, on both paths (tests/test_attention.py checks that they agree). The manual 
 calls the module's `attention_fn` attribute, not the function by name, so that an
 experiment can swap it on one model and leave every other model alone (ablate.py).
 
+On the CPU, PyTorch's fused function picks its flash kernel whenever attention dropout is
+off, and that kernel trains slowly in bfloat16 on this project's sizes: forward and
+backward took 1.5x-5x the time of its plain "math" kernel in every shape measured
+(d_k 32 and 64, 26-120 positions; BENCHMARKS.md). So CPU training in bfloat16 asks for
+the math kernel (`fused_kernel`); inference, float32 and GPUs keep PyTorch's choice.
+
 Decoder self-attention in training can pass `is_causal=True` with its mask: a promise
 that the causal mask gives the same result wherever the output is used (see
 masks.causal_suffices). The fused path then asks for causal attention with no mask
@@ -35,11 +41,13 @@ positions in all, where appending with torch.cat would copy O(n^2).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .masks import causal_mask
 
@@ -67,6 +75,14 @@ def scaled_dot_product_attention(
     if dropout_p > 0.0:
         weights = F.dropout(weights, p=dropout_p)
     return weights @ v, weights
+
+
+def fused_kernel(q: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The kernels the fused function may use for these queries: the math kernel alone when
+    training in bfloat16 on the CPU (see the module docstring), else PyTorch's choice."""
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and torch.is_grad_enabled():
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 def append_to_cache(state: dict, k: torch.Tensor,
@@ -148,10 +164,13 @@ class MultiHeadAttention(nn.Module):
 
         dropout_p = self.attention_dropout if self.training else 0.0
         if self.fused and not self.record_weights:
-            if is_causal:  # no mask tensor: PyTorch may choose its flash kernel
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-            else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+            with fused_kernel(q):
+                if is_causal:  # no mask tensor: PyTorch may choose its flash kernel
+                    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
+                                                         is_causal=True)
+                else:
+                    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                         dropout_p=dropout_p)
         else:
             if mask is None and is_causal:
                 mask = causal_mask(q.size(2), q.device)

@@ -8,7 +8,8 @@ never a traceback. `run_main` runs `transformer ARGS` as the command would;
 
 Runs are real runs of the command line, kept as small as their claim allows: the tiny
 model (TINY_MODEL), a made-up English -> German corpus from a tiny grammar
-(write_corpus), a few steps. `torchrun` launches the command line as two processes, as a user would.
+(write_corpus), a few steps. `torchrun` launches the command line as two processes, as
+a user would.
 """
 
 from __future__ import annotations

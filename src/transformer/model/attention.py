@@ -23,8 +23,8 @@ On the CPU, PyTorch's fused function picks its flash kernel whenever attention d
 off, and that kernel trains slowly in bfloat16 on this project's sizes: forward and
 backward took 1.1x-5.4x the time of its plain "math" kernel in every shape measured
 (d_k 32 and 64, 26-120 positions), and a whole training step of the Multi30k model 1.44x
-(BENCHMARKS.md). So CPU training in bfloat16 asks for
-the math kernel (`fused_kernel`); inference, float32 and GPUs keep PyTorch's choice.
+(BENCHMARKS.md). So CPU training in bfloat16 asks for the math kernel (`fused_kernel`);
+inference, float32 and GPUs keep PyTorch's choice.
 
 Decoder self-attention in training can pass `is_causal=True` with its mask: a promise
 that the causal mask gives the same result wherever the output is used (see

@@ -20,7 +20,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from transformer import Transformer

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from transformer.training.config import TrainConfig
-from transformer.training.distributed import Distributed
 from transformer.training.loop import budget_spent
 from transformer.training.schedule import NoamScheduler, adam, cooldown_factor, noam_lr
 
@@ -61,15 +60,14 @@ def test_the_share_spent_is_kept_in_the_schedulers_state():
 
 
 def test_the_share_spent_is_of_steps_or_of_the_clock_whichever_runs_out_first():
-    one = Distributed()
     by_steps = TrainConfig(steps=100)
-    assert budget_spent(by_steps, 30, elapsed_s=1e6, done_at_start=0.0, ctx=one) == 0.3
+    assert budget_spent(by_steps, 30, elapsed_s=1e6, done_at_start=0.0) == 0.3
     timed = TrainConfig(steps=100, max_minutes=10)
-    assert budget_spent(timed, 30, elapsed_s=300, done_at_start=0.0, ctx=one) == 0.5
-    assert budget_spent(timed, 30, elapsed_s=60, done_at_start=0.0, ctx=one) == 0.3
-    assert budget_spent(timed, 30, elapsed_s=1200, done_at_start=0.0, ctx=one) == 1.0
+    assert budget_spent(timed, 30, elapsed_s=300, done_at_start=0.0) == 0.5
+    assert budget_spent(timed, 30, elapsed_s=60, done_at_start=0.0) == 0.3
+    assert budget_spent(timed, 30, elapsed_s=1200, done_at_start=0.0) == 1.0
     # A resume's max_minutes counts from the resume: it stretches over what was left.
-    assert budget_spent(timed, 30, elapsed_s=300, done_at_start=0.6, ctx=one) == pytest.approx(0.8)
+    assert budget_spent(timed, 30, elapsed_s=300, done_at_start=0.6) == pytest.approx(0.8)
 
 
 def test_a_run_cools_down_over_the_last_share_of_its_steps(tmp_path):

@@ -166,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
         if self.fused and not self.record_weights:
             with fused_kernel(q):
-                if is_causal:  # no mask tensor: PyTorch may choose its flash kernel
+                if is_causal:  # no mask tensor: lets PyTorch choose a flash kernel where allowed
                     out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p,
                                                          is_causal=True)
                 else:

@@ -11,8 +11,8 @@ What must stay in step across ranks is said here:
                             tokenizer); every rank gets its result, or its error
     any_rank(ctx, flags)    a flag raised on one rank is raised on all (stop, out of time,
                             a non-finite loss or gradient)
-    rank_max(ctx, x)        the largest x of any rank (the share of a time budget spent:
-                            every rank's clock reads a little differently)
+    rank_max(ctx, xs)       each x the largest of any rank (the share of a time budget
+                            spent: every rank's clock reads a little differently)
     gather_objects(ctx, v)  every rank's v, on every rank (RNG states for a checkpoint)
     global_sum(ctx, n)      a count summed over ranks (tokens in an update)
 
@@ -124,20 +124,16 @@ def main_first(ctx: Distributed, fn: Callable):
 
 def any_rank(ctx: Distributed, flags: list[bool]) -> list[bool]:
     """Each flag true on every rank if it is true on any: every rank takes the same branch."""
-    if ctx.world_size == 1:
-        return list(flags)
-    values = torch.tensor([int(f) for f in flags], dtype=torch.long, device=ctx.device)
-    dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in values.tolist()]
+    return [v > 0 for v in rank_max(ctx, [float(f) for f in flags])]
 
 
-def rank_max(ctx: Distributed, value: float) -> float:
-    """The largest `value` of any rank, on every rank."""
+def rank_max(ctx: Distributed, values: list[float]) -> list[float]:
+    """Each value the largest that any rank holds, on every rank: one all_reduce for all."""
     if ctx.world_size == 1:
-        return value
-    values = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return values.item()
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
 
 
 def gather_objects(ctx: Distributed, value) -> list:

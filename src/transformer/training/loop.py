@@ -39,7 +39,7 @@ from ..errors import UserError
 from ..model.config import TransformerConfig
 from ..model.transformer import Transformer
 from .config import TrainConfig
-from .distributed import Distributed, any_rank, join, main_first, rank_max, resolve_device
+from .distributed import Distributed, join, main_first, rank_max, resolve_device
 from .metrics import METRICS_FILE, Meter, MetricsLog
 from .resume import Progress, restore, rng_state, set_rng_state, train_state
 from .runtime import check_precision, use_bf16, wrap_for_training
@@ -90,14 +90,17 @@ def train(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, t
                 step = progress.step
                 report.update(step, result)
 
-                # Every rank must take the same branch below, or some would wait forever.
+                # Every rank must take the same branch below, or some would wait forever, and
+                # the same rate for the next update: each takes the largest of every rank's
+                # flags and share of the budget spent (its clock), in one exchange.
                 elapsed, budget_s = report.elapsed(), 60 * train_cfg.max_minutes
                 out_of_time = budget_s > 0 and elapsed > budget_s
-                out_of_time, stopping = any_rank(ctx, [out_of_time, stop.requested])
+                spent = budget_spent(train_cfg, step, elapsed, run.done_at_start)
+                out_of_time, stopping, spent = rank_max(ctx, [out_of_time, stop.requested, spent])
+                out_of_time, stopping = out_of_time > 0, stopping > 0
                 final = step == train_cfg.steps or out_of_time
                 if train_cfg.cooldown > 0:  # the next update's rate (schedule.py)
-                    run.scheduler.spend(budget_spent(train_cfg, step, elapsed, run.done_at_start,
-                                                     ctx))
+                    run.scheduler.spend(spent)
 
                 # Evaluation; the best score so far is kept as checkpoints/best.
                 if step % train_cfg.eval_every == 0 or final:
@@ -172,17 +175,16 @@ def set_up(run_dir: Path, model_cfg: TransformerConfig, train_cfg: TrainConfig, 
                scheduler.done)
 
 
-def budget_spent(train_cfg: TrainConfig, step: int, elapsed_s: float, done_at_start: float,
-                 ctx: Distributed) -> float:
+def budget_spent(train_cfg: TrainConfig, step: int, elapsed_s: float,
+                 done_at_start: float) -> float:
     """The share of the training budget spent after update `step`: of `steps`, or of
     `max_minutes` where that runs out first. max_minutes counts from a resume, so the time
-    it gives stretches over what the cooldown had left (`done_at_start`). Every rank takes
-    the largest share: ranks whose clocks differ by a hair must still take the same rate."""
+    it gives stretches over what the cooldown had left (`done_at_start`)."""
     done = step / train_cfg.steps
     if train_cfg.max_minutes > 0:
         by_time = elapsed_s / (60 * train_cfg.max_minutes)
         done = max(done, done_at_start + (1 - done_at_start) * by_time)
-    return rank_max(ctx, min(done, 1.0))
+    return min(done, 1.0)
 
 
 def save_state(run: Run, keep_last: int, name: str | None = None) -> None:
